@@ -1,0 +1,143 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{
+    CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider,
+};
+use datafusion::dataframe::DataFrame;
+use datafusion::datasource::TableType;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use schemas::Storage;
+
+use crate::live_table::LiveDeltaTable;
+use crate::{EngineConfig, Error, Result};
+
+/// The catalog every table lives in.
+pub const CATALOG: &str = "sakura";
+
+/// The schemas of the catalog: `raw` holds ingested tables; the others are filled by the jobs and
+/// ML issues.
+const SCHEMAS: [&str; 4] = ["raw", "curated", "ml", "system"];
+
+/// A table as listed by metadata calls.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub catalog: String,
+    pub schema: String,
+    pub name: String,
+    pub table_type: String,
+    pub arrow_schema: SchemaRef,
+}
+
+/// The query engine: one DataFusion session over the Delta tables.
+#[derive(Clone)]
+pub struct Engine {
+    ctx: SessionContext,
+    storage: Storage,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("storage", &self.storage)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Builds the session and registers every built-in table under the storage root.
+    pub async fn new(storage: Storage, cfg: &EngineConfig) -> Result<Self> {
+        cfg.validate()?;
+        deltalake::aws::register_handlers(None);
+        let mut config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, "raw")
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(true)
+            .with_batch_size(cfg.batch_size);
+        if cfg.target_partitions > 0 {
+            config = config.with_target_partitions(cfg.target_partitions);
+        }
+        let ctx = SessionContext::new_with_config(config);
+        let catalog = Arc::new(MemoryCatalogProvider::new());
+        let mut schema_providers = Vec::new();
+        for name in SCHEMAS {
+            let s = Arc::new(MemorySchemaProvider::new());
+            catalog.register_schema(name, s.clone())?;
+            schema_providers.push((name, s));
+        }
+        ctx.register_catalog(CATALOG, catalog);
+
+        let refresh = Duration::from_millis(cfg.refresh_interval_ms);
+        let state = ctx.state();
+        for def in schemas::builtin_tables()? {
+            let table = Arc::new(LiveDeltaTable::new(def.clone(), storage.clone(), refresh));
+            table.refresh(&state).await.map_err(|source| Error::Table {
+                table: def.table.to_string(),
+                source,
+            })?;
+            let Some((_, provider)) = schema_providers
+                .iter()
+                .find(|(n, _)| *n == def.table.schema)
+            else {
+                continue;
+            };
+            provider.register_table(def.table.name.clone(), table)?;
+        }
+        Ok(Self { ctx, storage })
+    }
+
+    pub fn session(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Plans a SQL statement.
+    pub async fn sql(&self, sql: &str) -> datafusion::error::Result<DataFrame> {
+        self.ctx.sql(sql).await
+    }
+
+    /// Plans and runs a SQL statement, returning its result as a stream.
+    pub async fn execute(&self, sql: &str) -> datafusion::error::Result<SendableRecordBatchStream> {
+        self.sql(sql).await?.execute_stream().await
+    }
+
+    /// Every table of every catalog the session knows, `information_schema` included.
+    pub async fn tables(&self) -> datafusion::error::Result<Vec<TableInfo>> {
+        let mut out = Vec::new();
+        for catalog_name in self.ctx.catalog_names() {
+            let Some(catalog) = self.ctx.catalog(&catalog_name) else {
+                continue;
+            };
+            for schema_name in catalog.schema_names() {
+                let Some(schema) = catalog.schema(&schema_name) else {
+                    continue;
+                };
+                let mut names = schema.table_names();
+                names.sort();
+                for name in names {
+                    let Some(table) = schema.table(&name).await? else {
+                        continue;
+                    };
+                    let table_type = match table.table_type() {
+                        TableType::Base => "TABLE",
+                        TableType::View => "VIEW",
+                        TableType::Temporary => "LOCAL TEMPORARY",
+                    };
+                    out.push(TableInfo {
+                        catalog: catalog_name.clone(),
+                        schema: schema_name.clone(),
+                        name,
+                        table_type: table_type.to_string(),
+                        arrow_schema: table.schema(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}

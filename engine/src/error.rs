@@ -1,0 +1,20 @@
+use datafusion::error::DataFusionError;
+
+/// Errors of the engine outside query execution (which uses DataFusion's own errors).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid engine configuration: {key}: {message}")]
+    Config { key: String, message: String },
+    #[error(transparent)]
+    Schema(#[from] schemas::Error),
+    #[error("failed to set up table {table}: {source}")]
+    Table {
+        table: String,
+        #[source]
+        source: DataFusionError,
+    },
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

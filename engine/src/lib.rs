@@ -1,0 +1,16 @@
+//! The query engine: a DataFusion session over the Delta tables.
+//!
+//! In: the storage root and the table catalog from `schemas`. Out: a `SessionContext` whose
+//! catalog `sakura` exposes `raw.telemetry`, `raw.logs`, `raw.events`, `raw.dead_letters` (and
+//! the empty `curated`, `ml`, `system` schemas later issues fill), each table re-reading the
+//! Delta log before a scan so new commits are visible without a restart.
+
+mod config;
+mod engine;
+mod error;
+mod live_table;
+
+pub use config::EngineConfig;
+pub use engine::{CATALOG, Engine, TableInfo};
+pub use error::{Error, Result};
+pub use live_table::LiveDeltaTable;

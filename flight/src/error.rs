@@ -1,0 +1,105 @@
+//! Every error the Flight SQL and HTTP services return is mapped to a gRPC status here, and only
+//! here.
+
+use arrow::error::ArrowError;
+use datafusion::error::DataFusionError;
+use tonic::{Code, Status};
+
+/// Errors of the serving layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid request: {0}")]
+    InvalidArgument(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("not supported: {0}")]
+    Unimplemented(String),
+    #[error("query failed: {0}")]
+    Query(#[from] DataFusionError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] ArrowError),
+    #[error("failed to encode a result: {0}")]
+    Encode(#[from] arrow_flight::error::FlightError),
+    #[error("failed to bind {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("server stopped: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("http server stopped: {0}")]
+    Http(#[source] std::io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The gRPC code a client sees for this error.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::InvalidArgument(_) => Code::InvalidArgument,
+            Self::NotFound(_) => Code::NotFound,
+            Self::Unimplemented(_) => Code::Unimplemented,
+            Self::Query(e) => datafusion_code(e),
+            Self::Arrow(ArrowError::CastError(_) | ArrowError::ParseError(_)) => {
+                Code::InvalidArgument
+            }
+            Self::Arrow(_)
+            | Self::Encode(_)
+            | Self::Bind { .. }
+            | Self::Transport(_)
+            | Self::Http(_) => Code::Internal,
+        }
+    }
+}
+
+fn datafusion_code(e: &DataFusionError) -> Code {
+    match e.find_root() {
+        DataFusionError::SQL(..) | DataFusionError::SchemaError(..) => Code::InvalidArgument,
+        DataFusionError::Plan(msg) if msg.contains("not found") => Code::NotFound,
+        DataFusionError::Plan(_) => Code::InvalidArgument,
+        DataFusionError::NotImplemented(_) => Code::Unimplemented,
+        DataFusionError::ResourcesExhausted(_) => Code::ResourceExhausted,
+        DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => Code::Unavailable,
+        DataFusionError::ArrowError(e, _)
+            if matches!(
+                **e,
+                ArrowError::CastError(_) | ArrowError::ParseError(_) | ArrowError::DivideByZero
+            ) =>
+        {
+            Code::InvalidArgument
+        }
+        _ => Code::Internal,
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        let code = e.code();
+        if code == Code::Internal {
+            tracing::error!(error = %e, "internal error");
+        }
+        Status::new(code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn planning_errors_are_invalid_argument_and_missing_tables_not_found() {
+        let e = Error::Query(DataFusionError::Plan("table 'raw.nope' not found".into()));
+        assert_eq!(Status::from(e).code(), Code::NotFound);
+        let e = Error::Query(DataFusionError::Plan("no such column".into()));
+        assert_eq!(Status::from(e).code(), Code::InvalidArgument);
+        let e = Error::Query(DataFusionError::ResourcesExhausted("memory".into()));
+        assert_eq!(Status::from(e).code(), Code::ResourceExhausted);
+        let e = Error::Query(DataFusionError::Context(
+            "ctx".into(),
+            Box::new(DataFusionError::NotImplemented("x".into())),
+        ));
+        assert_eq!(Status::from(e).code(), Code::Unimplemented);
+    }
+}

@@ -1,0 +1,18 @@
+//! The serving layer: Arrow Flight SQL (gRPC) and the HTTP endpoints.
+//!
+//! In: SQL statements and metadata requests from clients (ADBC, JDBC, pyarrow, Grafana,
+//! `sakura sql`). Out: Arrow record batches produced by a [`QueryExecutor`] — the engine in
+//! production, a fake in tests. Every error becomes a gRPC status in `error.rs`.
+
+mod error;
+mod executor;
+mod http;
+mod server;
+mod service;
+mod sql_info;
+
+pub use error::{Error, Result};
+pub use executor::{QueryExecutor, QueryStream};
+pub use http::{HttpState, MetricsRenderer, router, serve_http};
+pub use server::{bind, local_addr, serve_flight};
+pub use service::SakuraFlightSql;

@@ -1,0 +1,178 @@
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// Where to start reading a partition that no table has stored an offset for yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StartOffset {
+    #[default]
+    Earliest,
+    Latest,
+}
+
+/// `[kafka]`: the brokers and the consumer group.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list.
+    pub brokers: String,
+    /// Consumer group shared by every ingest process.
+    pub group_id: String,
+    /// Where to start a partition with no offset stored in the tables.
+    pub start_offset: StartOffset,
+    /// Consumer-group session timeout; a dead member's partitions move after this long.
+    pub session_timeout_ms: u64,
+    /// Extra librdkafka properties (e.g. `security.protocol`), passed through unchanged.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "sakura-ingest".into(),
+            start_offset: StartOffset::Earliest,
+            session_timeout_ms: 10_000,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[ingest]`: which topics go to which tables and when buffers are flushed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Topic name → event schema name (`telemetry`, `logs` or `events`); the schema decides
+    /// the table (`raw.<schema>`).
+    pub topics: BTreeMap<String, String>,
+    /// Flush when this many rows are buffered.
+    pub flush_rows: usize,
+    /// Flush when this many message bytes are buffered.
+    pub flush_bytes: usize,
+    /// Flush when the oldest buffered message is this old.
+    pub flush_age_ms: u64,
+    /// Messages larger than this go to dead letters.
+    pub max_message_bytes: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            topics: [
+                ("telemetry", "telemetry"),
+                ("logs", "logs"),
+                ("events", "events"),
+            ]
+            .into_iter()
+            .map(|(t, s)| (t.to_string(), s.to_string()))
+            .collect(),
+            flush_rows: 200_000,
+            flush_bytes: 64 * 1024 * 1024,
+            flush_age_ms: 5_000,
+            max_message_bytes: 1024 * 1024,
+        }
+    }
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> Error {
+    Error::Config {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+impl KafkaConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.brokers.trim().is_empty() {
+            return Err(invalid("kafka.brokers", "must name at least one broker"));
+        }
+        if self.group_id.trim().is_empty() {
+            return Err(invalid("kafka.group_id", "must not be empty"));
+        }
+        if !(1_000..=3_600_000).contains(&self.session_timeout_ms) {
+            return Err(invalid(
+                "kafka.session_timeout_ms",
+                format!("{} is outside 1000..=3600000", self.session_timeout_ms),
+            ));
+        }
+        for key in ["enable.auto.commit", "group.id", "bootstrap.servers"] {
+            if self.properties.contains_key(key) {
+                return Err(invalid(
+                    &format!("kafka.properties.\"{key}\""),
+                    "is managed by sakura and cannot be overridden",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl IngestConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.topics.is_empty() {
+            return Err(invalid(
+                "ingest.topics",
+                "must map at least one topic to a schema",
+            ));
+        }
+        let mut seen = BTreeMap::new();
+        for (topic, schema) in &self.topics {
+            schemas::event_schema(schema)
+                .map_err(|e| invalid(&format!("ingest.topics.{topic}"), e.to_string()))?;
+            if let Some(other) = seen.insert(schema.clone(), topic.clone()) {
+                return Err(invalid(
+                    &format!("ingest.topics.{topic}"),
+                    format!(
+                        "schema {schema:?} is already fed by topic {other:?}; one topic per table keeps (_partition, _offset) unique"
+                    ),
+                ));
+            }
+        }
+        if self.flush_rows == 0 {
+            return Err(invalid("ingest.flush_rows", "must be at least 1"));
+        }
+        if self.flush_bytes < 1024 {
+            return Err(invalid("ingest.flush_bytes", "must be at least 1024"));
+        }
+        if self.flush_age_ms == 0 {
+            return Err(invalid("ingest.flush_age_ms", "must be at least 1"));
+        }
+        if self.max_message_bytes == 0 {
+            return Err(invalid("ingest.max_message_bytes", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        KafkaConfig::default().validate().unwrap();
+        IngestConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let mut c = IngestConfig::default();
+        c.topics.insert("metrics".into(), "nope".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("ingest.topics.metrics"), "{e}");
+
+        let mut c = IngestConfig::default();
+        c.topics.insert("telemetry2".into(), "telemetry".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("already fed by topic"), "{e}");
+
+        let mut k = KafkaConfig::default();
+        k.properties
+            .insert("enable.auto.commit".into(), "true".into());
+        let e = k.validate().unwrap_err().to_string();
+        assert!(e.contains("kafka.properties"), "{e}");
+    }
+}

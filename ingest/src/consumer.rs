@@ -1,0 +1,283 @@
+//! The Kafka consumer and its rebalance handling: partitions are positioned from the offsets
+//! stored in the Delta tables, never from Kafka's committed offsets.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use deltalake::DeltaTable;
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
+};
+use rdkafka::error::KafkaResult;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use tracing::{error, info, warn};
+
+use crate::config::{KafkaConfig, StartOffset};
+use crate::delta::{TopicPartition, stored_offsets};
+use crate::stats::IngestStats;
+use crate::{Error, Result};
+
+/// Where a partition's reading stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Position {
+    /// Messages below this offset were already stored (or read into the buffer): skip them.
+    pub next: i64,
+    /// Last offset whose dead letters are stored; dead letters at or below it are not re-written.
+    pub dead_letters_stored: Option<i64>,
+}
+
+/// Positions of the partitions this process owns. `None` means assigned but not yet positioned
+/// (the table could not be read); such partitions' messages are skipped until it is.
+#[derive(Debug, Default)]
+pub(crate) struct Assignment {
+    pub positions: HashMap<TopicPartition, Option<Position>>,
+    /// Partitions revoked since the main loop last looked; their buffers must be dropped.
+    pub revoked: BTreeSet<TopicPartition>,
+}
+
+/// The tables that hold a topic's stored offsets.
+#[derive(Debug)]
+pub(crate) struct OffsetTables {
+    pub data: HashMap<Arc<str>, DeltaTable>,
+    pub dead_letters: DeltaTable,
+}
+
+impl OffsetTables {
+    /// Reads the stored positions of `partitions` from the tables.
+    pub(crate) async fn positions(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, (Option<i64>, Option<i64>)>> {
+        let dead = stored_offsets(&mut self.dead_letters, partitions).await?;
+        let mut out = BTreeMap::new();
+        let mut by_topic: BTreeMap<Arc<str>, Vec<TopicPartition>> = BTreeMap::new();
+        for tp in partitions {
+            by_topic.entry(tp.0.clone()).or_default().push(tp.clone());
+        }
+        for (topic, parts) in by_topic {
+            let stored = match self.data.get_mut(&topic) {
+                Some(table) => stored_offsets(table, &parts).await?,
+                None => BTreeMap::new(),
+            };
+            for tp in parts {
+                out.insert(
+                    tp.clone(),
+                    (stored.get(&tp).copied(), dead.get(&tp).copied()),
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Consumer context: positions assigned partitions from the Delta log during the rebalance.
+#[derive(Debug)]
+pub(crate) struct IngestContext {
+    runtime: tokio::runtime::Handle,
+    start: StartOffset,
+    tables: tokio::sync::Mutex<OffsetTables>,
+    assignment: Mutex<Assignment>,
+    stats: Arc<IngestStats>,
+}
+
+impl ClientContext for IngestContext {}
+
+impl IngestContext {
+    pub(crate) fn new(
+        runtime: tokio::runtime::Handle,
+        start: StartOffset,
+        tables: OffsetTables,
+        stats: Arc<IngestStats>,
+    ) -> Self {
+        Self {
+            runtime,
+            start,
+            tables: tokio::sync::Mutex::new(tables),
+            assignment: Mutex::new(Assignment::default()),
+            stats,
+        }
+    }
+
+    pub(crate) fn assignment(&self) -> MutexGuard<'_, Assignment> {
+        // A poisoned lock only means another thread panicked mid-update; the map is still usable.
+        self.assignment.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn tables(&self) -> &tokio::sync::Mutex<OffsetTables> {
+        &self.tables
+    }
+
+    /// Runs `fut` to completion from inside librdkafka's callback, which is synchronous.
+    fn block_on<F: Future + Send>(&self, fut: F) -> F::Output
+    where
+        F::Output: Send,
+    {
+        match self.runtime.runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| self.runtime.block_on(fut))
+            }
+            _ => std::thread::scope(|s| {
+                s.spawn(|| self.runtime.block_on(fut))
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            }),
+        }
+    }
+
+    pub(crate) fn start_offset(&self, stored: Option<i64>) -> Offset {
+        match (stored, self.start) {
+            (Some(o), _) => Offset::Offset(o + 1),
+            (None, StartOffset::Earliest) => Offset::Beginning,
+            (None, StartOffset::Latest) => Offset::End,
+        }
+    }
+
+    fn on_assign(&self, tpl: &mut TopicPartitionList) {
+        let parts: Vec<TopicPartition> = tpl
+            .elements()
+            .iter()
+            .map(|e| (Arc::from(e.topic()), e.partition()))
+            .collect();
+        let found = self.block_on(async {
+            let mut tables = self.tables.lock().await;
+            tables.positions(&parts).await
+        });
+        let mut assignment = self.assignment();
+        match found {
+            Ok(found) => {
+                for tp in &parts {
+                    let (stored, dead) = found.get(tp).copied().unwrap_or((None, None));
+                    let offset = self.start_offset(stored);
+                    if let Err(e) = tpl.set_partition_offset(&tp.0, tp.1, offset) {
+                        warn!(topic = %tp.0, partition = tp.1, error = %e, "cannot set start offset");
+                    }
+                    // With no stored offset every message of the partition is new.
+                    let next = stored.map_or(i64::MIN, |o| o + 1);
+                    assignment.positions.insert(
+                        tp.clone(),
+                        Some(Position {
+                            next,
+                            dead_letters_stored: dead,
+                        }),
+                    );
+                }
+                info!(partitions = ?parts_for_log(&parts), "assigned; positioned from the Delta log");
+            }
+            Err(e) => {
+                // Assign anyway so the group stays stable; the main loop positions the
+                // partitions (seek) once the tables can be read, and skips them until then.
+                error!(error = %e, "cannot read stored offsets; partitions stay unpositioned");
+                for tp in &parts {
+                    assignment.positions.insert(tp.clone(), None);
+                }
+            }
+        }
+    }
+
+    fn on_revoke(&self, tpl: &TopicPartitionList) {
+        let mut assignment = self.assignment();
+        for e in tpl.elements() {
+            let tp: TopicPartition = (Arc::from(e.topic()), e.partition());
+            assignment.positions.remove(&tp);
+            assignment.revoked.insert(tp);
+        }
+    }
+}
+
+fn parts_for_log(parts: &[TopicPartition]) -> Vec<String> {
+    parts.iter().map(|(t, p)| format!("{t}[{p}]")).collect()
+}
+
+impl ConsumerContext for IngestContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        IngestStats::add(&self.stats.rebalances, 1);
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.on_assign(tpl);
+                if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.on_revoke(tpl);
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                error!(error = ?other, "rebalance error; dropping the assignment");
+                self.on_revoke(tpl);
+                consumer.unassign()
+            }
+        };
+        if let Err(e) = result {
+            error!(error = %e, "failed to apply the rebalance");
+        }
+    }
+}
+
+pub(crate) type IngestConsumer = StreamConsumer<IngestContext>;
+
+/// Creates the group consumer and subscribes it to `topics`.
+pub(crate) fn create_consumer(
+    cfg: &KafkaConfig,
+    topics: &[&str],
+    context: IngestContext,
+) -> Result<IngestConsumer> {
+    let mut client = ClientConfig::new();
+    for (k, v) in &cfg.properties {
+        client.set(k, v);
+    }
+    client
+        .set("bootstrap.servers", &cfg.brokers)
+        .set("group.id", &cfg.group_id)
+        // Offsets live in the Delta log; Kafka's committed offsets are written only for lag
+        // monitoring, after each Delta commit.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set(
+            "auto.offset.reset",
+            match cfg.start_offset {
+                StartOffset::Earliest => "earliest",
+                StartOffset::Latest => "latest",
+            },
+        )
+        .set("session.timeout.ms", cfg.session_timeout_ms.to_string());
+    let consumer: IngestConsumer = client.create_with_context(context).map_err(|e| {
+        Error::kafka(
+            format!("failed to create a consumer for {}", cfg.brokers),
+            e,
+        )
+    })?;
+    consumer
+        .subscribe(topics)
+        .map_err(|e| Error::kafka(format!("failed to subscribe to {topics:?}"), e))?;
+    Ok(consumer)
+}
+
+/// Moves an unpositioned partition to its stored position.
+pub(crate) fn seek(
+    consumer: &IngestConsumer,
+    tp: &TopicPartition,
+    offset: Offset,
+) -> KafkaResult<()> {
+    consumer.seek(&tp.0, tp.1, offset, Duration::from_secs(10))
+}

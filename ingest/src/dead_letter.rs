@@ -1,0 +1,105 @@
+//! Messages that cannot be stored, kept with the reason in `raw.dead_letters`.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BinaryArray, Date32Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use schemas::TableDef;
+
+use crate::decode::RawMessage;
+use crate::{Error, Result};
+
+/// Why a message could not be stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeadLetterKind {
+    InvalidJson,
+    WrongType,
+    MissingField,
+    EmptyValue,
+    Oversized,
+}
+
+impl DeadLetterKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidJson => "invalid_json",
+            Self::WrongType => "wrong_type",
+            Self::MissingField => "missing_field",
+            Self::EmptyValue => "empty_value",
+            Self::Oversized => "oversized",
+        }
+    }
+}
+
+/// One message that could not be stored.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub kind: DeadLetterKind,
+    pub message: String,
+    pub received_at_us: i64,
+}
+
+impl DeadLetter {
+    pub fn new(m: &RawMessage, kind: DeadLetterKind, message: String) -> Self {
+        Self {
+            topic: m.topic.clone(),
+            partition: m.partition,
+            offset: m.offset,
+            key: m.key.clone(),
+            value: m.value.clone(),
+            kind,
+            message,
+            received_at_us: chrono::Utc::now().timestamp_micros(),
+        }
+    }
+}
+
+/// Builds the `raw.dead_letters` rows for `letters`.
+pub(crate) fn dead_letter_batch(def: &TableDef, letters: &[DeadLetter]) -> Result<RecordBatch> {
+    let received: TimestampMicrosecondArray = letters
+        .iter()
+        .map(|d| d.received_at_us)
+        .collect::<Vec<_>>()
+        .into();
+    let date: Date32Array = letters
+        .iter()
+        .map(|d| i32::try_from(d.received_at_us.div_euclid(86_400_000_000)).unwrap_or(i32::MAX))
+        .collect::<Vec<_>>()
+        .into();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(received.with_timezone("UTC")),
+        Arc::new(StringArray::from_iter_values(
+            letters.iter().map(|d| &*d.topic),
+        )),
+        Arc::new(Int32Array::from_iter_values(
+            letters.iter().map(|d| d.partition),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            letters.iter().map(|d| d.offset),
+        )),
+        Arc::new(BinaryArray::from_iter(
+            letters.iter().map(|d| d.key.as_deref()),
+        )),
+        Arc::new(BinaryArray::from_iter(
+            letters.iter().map(|d| d.value.as_deref()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            letters.iter().map(|d| d.kind.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            letters.iter().map(|d| d.message.as_str()),
+        )),
+        Arc::new(date),
+    ];
+    RecordBatch::try_new(def.schema.clone(), columns).map_err(|source| Error::Arrow {
+        table: def.table.to_string(),
+        source,
+    })
+}

@@ -1,0 +1,64 @@
+use deltalake::DeltaTableError;
+use rdkafka::error::KafkaError;
+
+/// Errors of the ingest pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kafka: {context}: {source}")]
+    Kafka {
+        context: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("delta table {table}: {context}: {source}")]
+    Delta {
+        table: String,
+        context: String,
+        #[source]
+        source: DeltaTableError,
+    },
+    #[error("failed to build a batch for {table}: {source}")]
+    Arrow {
+        table: String,
+        #[source]
+        source: arrow::error::ArrowError,
+    },
+    #[error(transparent)]
+    Schema(#[from] schemas::Error),
+    #[error("invalid ingest configuration: {key}: {message}")]
+    Config { key: String, message: String },
+}
+
+impl Error {
+    /// Whether retrying the same operation later may succeed (storage or broker unavailable).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Kafka { .. } => true,
+            Self::Delta { source, .. } => matches!(
+                source,
+                DeltaTableError::ObjectStore { .. }
+                    | DeltaTableError::Io { .. }
+                    | DeltaTableError::VersionAlreadyExists(_)
+                    | DeltaTableError::Transaction { .. }
+            ),
+            Self::Arrow { .. } | Self::Schema(_) | Self::Config { .. } => false,
+        }
+    }
+
+    pub(crate) fn delta(table: &impl ToString, context: &str, source: DeltaTableError) -> Self {
+        Self::Delta {
+            table: table.to_string(),
+            context: context.to_string(),
+            source,
+        }
+    }
+
+    pub(crate) fn kafka(context: impl Into<String>, source: KafkaError) -> Self {
+        Self::Kafka {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,24 @@
+//! Kafka → Delta ingest.
+//!
+//! In: messages of the configured topics, read by a consumer-group member. Out: appends to the
+//! Delta tables `raw.<schema>` (partitioned by date) and `raw.dead_letters`; each commit carries
+//! one `txn` action per topic-partition with the last offset it holds, and assigned partitions
+//! are positioned from those offsets, so a crash or rebalance neither loses nor duplicates rows.
+
+mod buffer;
+mod config;
+mod consumer;
+mod dead_letter;
+mod decode;
+mod delta;
+mod error;
+mod pipeline;
+mod stats;
+
+pub use config::{IngestConfig, KafkaConfig, StartOffset};
+pub use dead_letter::{DeadLetter, DeadLetterKind};
+pub use decode::{Decoded, JsonDecoder, RawMessage};
+pub use delta::{DeltaSink, TopicPartition, app_id};
+pub use error::{Error, Result};
+pub use pipeline::Pipeline;
+pub use stats::{IngestSnapshot, IngestStats};

@@ -1,0 +1,369 @@
+//! The ingest main loop: read, buffer, flush to Delta with offsets, repeat.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use schemas::{Storage, TableDef};
+use tokio::sync::watch;
+use tracing::{debug, error, info, warn};
+
+use crate::buffer::Buffer;
+use crate::config::{IngestConfig, KafkaConfig};
+use crate::consumer::{
+    IngestConsumer, IngestContext, OffsetTables, Position, create_consumer, seek,
+};
+use crate::dead_letter::dead_letter_batch;
+use crate::decode::{JsonDecoder, RawMessage};
+use crate::delta::{DeltaSink, TopicPartition};
+use crate::stats::IngestStats;
+use crate::{Error, Result};
+
+struct TopicSink {
+    decoder: Arc<JsonDecoder>,
+    sink: DeltaSink,
+}
+
+/// A running ingest process: one consumer-group member feeding every configured table.
+pub struct Pipeline {
+    consumer: IngestConsumer,
+    topics: HashMap<Arc<str>, TopicSink>,
+    dead_letters: DeltaSink,
+    buffer: Buffer,
+    cfg: IngestConfig,
+    stats: Arc<IngestStats>,
+    retry_at: Option<Instant>,
+    retry_delay: Duration,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("topics", &self.topics.keys().collect::<Vec<_>>())
+            .field("buffered_rows", &self.buffer.rows())
+            .finish()
+    }
+}
+
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+
+impl Pipeline {
+    /// Opens (or creates) every table, then joins the consumer group.
+    pub async fn start(
+        kafka: &KafkaConfig,
+        cfg: &IngestConfig,
+        storage: &Storage,
+        stats: Arc<IngestStats>,
+    ) -> Result<Self> {
+        kafka.validate()?;
+        cfg.validate()?;
+        let mut topics = HashMap::new();
+        let mut data_tables = HashMap::new();
+        for (topic, schema) in &cfg.topics {
+            let decoder = Arc::new(JsonDecoder::new(
+                schemas::event_schema(schema)?,
+                cfg.max_message_bytes,
+            )?);
+            let sink = DeltaSink::open(storage, decoder.table().clone()).await?;
+            let topic: Arc<str> = Arc::from(topic.as_str());
+            data_tables.insert(topic.clone(), sink.handle());
+            topics.insert(topic, TopicSink { decoder, sink });
+        }
+        let dead_letters = DeltaSink::open(storage, TableDef::dead_letters()).await?;
+        let tables = OffsetTables {
+            data: data_tables,
+            dead_letters: dead_letters.handle(),
+        };
+        let context = IngestContext::new(
+            tokio::runtime::Handle::current(),
+            kafka.start_offset,
+            tables,
+            stats.clone(),
+        );
+        let names: Vec<&str> = cfg.topics.keys().map(String::as_str).collect();
+        let consumer = create_consumer(kafka, &names, context)?;
+        info!(topics = ?names, group = %kafka.group_id, storage = %storage.root, "ingest started");
+        Ok(Self {
+            consumer,
+            topics,
+            dead_letters,
+            buffer: Buffer::default(),
+            cfg: cfg.clone(),
+            stats,
+            retry_at: None,
+            retry_delay: Duration::from_millis(200),
+        })
+    }
+
+    /// Runs until `shutdown` turns true, then flushes what is buffered and leaves the group.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_recv_error: Option<Instant> = None;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            // Bounded memory: stop reading while the buffer is far over its flush size (the
+            // store is slow or down); heartbeats continue on librdkafka's own thread.
+            let full = self.buffer.rows() >= 2 * self.cfg.flush_rows
+                || self.buffer.bytes() >= 2 * self.cfg.flush_bytes;
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => {}
+                _ = tick.tick() => self.position_unpositioned().await,
+                msg = self.consumer.recv(), if !full => {
+                    let got = msg.map(|m| self.detach(&m));
+                    self.drop_revoked();
+                    match got {
+                        Ok(Some(raw)) => self.accept(raw),
+                        Ok(None) => {}
+                        Err(e) => {
+                            if last_recv_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                                warn!(error = %e, "kafka consumer error (will keep retrying)");
+                                last_recv_error = Some(Instant::now());
+                            }
+                        }
+                    }
+                }
+            }
+            self.drop_revoked();
+            if self.flush_due() {
+                self.try_flush().await?;
+            }
+        }
+        // Shutdown: commit what is buffered, retrying for a bounded time.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.buffer.rows() > 0 && Instant::now() < deadline {
+            self.retry_at = None;
+            if self.try_flush().await.is_err() || self.buffer.rows() > 0 {
+                tokio::time::sleep(self.retry_delay).await;
+            }
+        }
+        if self.buffer.rows() > 0 {
+            warn!(
+                rows = self.buffer.rows(),
+                "stopping with uncommitted rows; they are re-read on the next start"
+            );
+        }
+        self.consumer.unsubscribe();
+        info!("ingest stopped");
+        Ok(())
+    }
+
+    /// Copies a message out of the consumer's buffer; `None` for topics not configured.
+    fn detach(&self, m: &rdkafka::message::BorrowedMessage<'_>) -> Option<RawMessage> {
+        let (topic, _) = self.topics.get_key_value(m.topic())?;
+        Some(RawMessage {
+            topic: topic.clone(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+        })
+    }
+
+    /// Buffers a message unless it is already stored or its partition is not positioned.
+    fn accept(&mut self, raw: RawMessage) {
+        let tp: TopicPartition = (raw.topic.clone(), raw.partition);
+        let offset = raw.offset;
+        {
+            let mut assignment = self.consumer.context().assignment();
+            match assignment.positions.get_mut(&tp) {
+                Some(Some(pos)) if offset >= pos.next => {
+                    if pos.next != i64::MIN && offset > pos.next {
+                        debug!(topic = %tp.0, partition = tp.1, expected = pos.next, offset, "offset gap");
+                    }
+                    pos.next = offset + 1;
+                }
+                _ => {
+                    IngestStats::add(&self.stats.messages_skipped, 1);
+                    return;
+                }
+            }
+        }
+        IngestStats::add(&self.stats.messages_consumed, 1);
+        IngestStats::add(
+            &self.stats.bytes_consumed,
+            raw.value.as_ref().map_or(0, Vec::len) as u64,
+        );
+        self.buffer.push(tp, raw);
+    }
+
+    fn drop_revoked(&mut self) {
+        let revoked = std::mem::take(&mut self.consumer.context().assignment().revoked);
+        for tp in revoked {
+            self.buffer.drop_partition(&tp);
+        }
+    }
+
+    /// Seeks partitions whose stored offsets could not be read during the rebalance.
+    async fn position_unpositioned(&mut self) {
+        let pending: Vec<TopicPartition> = self
+            .consumer
+            .context()
+            .assignment()
+            .positions
+            .iter()
+            .filter(|(_, p)| p.is_none())
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        let ctx = self.consumer.context();
+        let found = ctx.tables().lock().await.positions(&pending).await;
+        let found = match found {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(error = %e, "still cannot read stored offsets");
+                return;
+            }
+        };
+        for tp in pending {
+            let (stored, dead) = found.get(&tp).copied().unwrap_or((None, None));
+            if let Err(e) = seek(&self.consumer, &tp, ctx.start_offset(stored)) {
+                warn!(topic = %tp.0, partition = tp.1, error = %e, "seek failed; will retry");
+                continue;
+            }
+            let mut assignment = ctx.assignment();
+            if let Some(slot) = assignment.positions.get_mut(&tp) {
+                *slot = Some(Position {
+                    next: stored.map_or(i64::MIN, |o| o + 1),
+                    dead_letters_stored: dead,
+                });
+            }
+        }
+    }
+
+    fn flush_due(&self) -> bool {
+        if self.buffer.rows() == 0 || self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
+        self.buffer.rows() >= self.cfg.flush_rows
+            || self.buffer.bytes() >= self.cfg.flush_bytes
+            || self.buffer.age() >= Duration::from_millis(self.cfg.flush_age_ms)
+    }
+
+    /// Flushes; a retryable failure keeps the buffer and backs off, others stop the pipeline.
+    async fn try_flush(&mut self) -> Result<()> {
+        match self.flush().await {
+            Ok(()) => {
+                self.retry_at = None;
+                self.retry_delay = Duration::from_millis(200);
+                Ok(())
+            }
+            Err(e) if e.is_retryable() => {
+                IngestStats::add(&self.stats.commit_failures, 1);
+                error!(error = %e, retry_in = ?self.retry_delay, "commit failed; buffer kept");
+                self.retry_at = Some(Instant::now() + self.retry_delay);
+                self.retry_delay = (self.retry_delay * 2).min(MAX_RETRY_DELAY);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        for topic in self.buffer.topics() {
+            let taken = self.buffer.take_topic(&topic);
+            if let Err(e) = self.flush_topic(&topic, &taken).await {
+                self.buffer.restore(taken);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush_topic(
+        &mut self,
+        topic: &Arc<str>,
+        taken: &BTreeMap<TopicPartition, Vec<RawMessage>>,
+    ) -> Result<()> {
+        let Some(ts) = self.topics.get_mut(topic) else {
+            return Ok(());
+        };
+        let last: BTreeMap<TopicPartition, i64> = taken
+            .iter()
+            .filter_map(|(tp, msgs)| msgs.last().map(|m| (tp.clone(), m.offset)))
+            .collect();
+        let messages: Vec<RawMessage> = taken.values().flatten().cloned().collect();
+        let decoder = ts.decoder.clone();
+        let decoded = tokio::task::spawn_blocking(move || decoder.decode(&messages))
+            .await
+            .map_err(|e| Error::Arrow {
+                table: topic.to_string(),
+                source: arrow::error::ArrowError::ExternalError(Box::new(e)),
+            })??;
+
+        // Dead letters first: if the data commit fails after this one, the replay skips the
+        // dead letters already stored (their table's offsets say so).
+        let stored_dead: HashMap<TopicPartition, Option<i64>> = {
+            let assignment = self.consumer.context().assignment();
+            last.keys()
+                .map(|tp| {
+                    let d = assignment
+                        .positions
+                        .get(tp)
+                        .and_then(|p| p.as_ref())
+                        .and_then(|p| p.dead_letters_stored);
+                    (tp.clone(), d)
+                })
+                .collect()
+        };
+        let new_dead: Vec<_> = decoded
+            .dead_letters
+            .into_iter()
+            .filter(|d| {
+                let tp = (d.topic.clone(), d.partition);
+                stored_dead
+                    .get(&tp)
+                    .copied()
+                    .flatten()
+                    .is_none_or(|s| d.offset > s)
+            })
+            .collect();
+        if !new_dead.is_empty() {
+            let dead_parts: BTreeMap<TopicPartition, i64> = last
+                .iter()
+                .filter(|(tp, _)| {
+                    new_dead
+                        .iter()
+                        .any(|d| d.topic == tp.0 && d.partition == tp.1)
+                })
+                .map(|(tp, o)| (tp.clone(), *o))
+                .collect();
+            let batch = dead_letter_batch(self.dead_letters.def(), &new_dead)?;
+            let version = self.dead_letters.commit(vec![batch], &dead_parts).await?;
+            IngestStats::add(&self.stats.dead_letters_committed, new_dead.len() as u64);
+            IngestStats::add(&self.stats.commits, 1);
+            let mut assignment = self.consumer.context().assignment();
+            for (tp, o) in &dead_parts {
+                if let Some(Some(p)) = assignment.positions.get_mut(tp) {
+                    p.dead_letters_stored = Some(*o);
+                }
+            }
+            debug!(version, rows = new_dead.len(), "dead letters committed");
+        }
+
+        let rows = decoded.batch.as_ref().map_or(0, |b| b.num_rows());
+        let batches: Vec<_> = decoded.batch.into_iter().collect();
+        let version = ts.sink.commit(batches, &last).await?;
+        IngestStats::add(&self.stats.rows_committed, rows as u64);
+        IngestStats::add(&self.stats.commits, 1);
+        debug!(table = %ts.sink.def().table, version, rows, "committed");
+
+        // Kafka's own committed offsets, for lag monitoring only.
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in &last {
+            let _ = tpl.add_partition_offset(t, *p, Offset::Offset(o + 1));
+        }
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            debug!(error = %e, "kafka offset commit (monitoring only) failed");
+        }
+        Ok(())
+    }
+}

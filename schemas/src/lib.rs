@@ -1,0 +1,19 @@
+//! The data contract of Sakura Analytics.
+//!
+//! In: the versioned schema files under `schemas/v1/*.json` (embedded at build time and parsed
+//! here). Out: Arrow schemas for decoding events, the full table schemas (event fields plus the
+//! ingest columns `_partition`, `_offset` and the `date` partition), the catalog of tables and
+//! where each one lives under the storage root.
+
+mod error;
+mod layout;
+mod schema;
+mod tables;
+
+pub use error::{Error, Result};
+pub use layout::{Storage, StorageRoot, table_location};
+pub use schema::{EventSchema, FieldDef, FieldType};
+pub use tables::{
+    COL_DATE, COL_OFFSET, COL_PARTITION, TableDef, TableKind, TableRef, builtin_schemas,
+    builtin_tables, event_schema,
+};

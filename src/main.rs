@@ -1,0 +1,179 @@
+//! `sakura`: the command line. Each subcommand is a thin layer over the crates.
+
+mod config;
+mod demo;
+mod error;
+mod generator;
+mod metrics;
+mod node;
+mod producer;
+mod sql_client;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tracing::info;
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::node::Node;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sakura",
+    version,
+    about = "Sakura Analytics: Kafka → Delta Lake → DataFusion → Flight SQL"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run everything locally with nothing installed: built-in broker, generator, ingest into
+    /// Delta tables in a local directory, and the Flight SQL server.
+    Demo {
+        /// Directory for the demo's Delta tables (emptied at start if a demo made it).
+        #[arg(long, default_value = ".sakura/demo")]
+        data_dir: PathBuf,
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        duration: Option<u64>,
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        flight_addr: String,
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        http_addr: String,
+        /// Telemetry messages per second (logs and events come on top).
+        #[arg(long, default_value_t = 5000)]
+        rate: u64,
+        /// Number of simulated hosts.
+        #[arg(long, default_value_t = 300)]
+        hosts: usize,
+        /// Seconds of ingest before the example queries are printed.
+        #[arg(long, default_value_t = 30)]
+        examples_after: u64,
+    },
+    /// Run ingest, the engine and Flight SQL against the configured Kafka and storage.
+    Serve {
+        /// The configuration file (see sakura.example.toml); SAKURA__SECTION__KEY variables
+        /// override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Run a SQL statement on a Flight SQL server and print the result.
+    Sql {
+        /// The statement.
+        query: String,
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        endpoint: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: sql_client::Format,
+    },
+}
+
+/// Log filter unless RUST_LOG says otherwise. The Delta kernel logs an error each time a table
+/// that does not exist yet is probed, and the Parquet writer warns about every binary column it
+/// keeps no statistics for: both are expected here.
+const QUIET_DEPS: &str =
+    "buoyant_kernel::snapshot::builder=off,deltalake_core::writer::stats=error";
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},{QUIET_DEPS}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn serve(config: Option<PathBuf>) -> Result<()> {
+    let cfg = Config::load(config.as_deref())?;
+    let mut node = Node::start(&cfg, None).await?;
+    println!(
+        "sakura serving: flight grpc://{} http http://{} storage {}",
+        node.flight_addr, node.http_addr, cfg.storage.url
+    );
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| error::Error::io("failed to install the SIGTERM handler", e))?;
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    let outcome = loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break Ok(()),
+            _ = sigterm.recv() => break Ok(()),
+            r = node.failed() => break r,
+            _ = tick.tick() => {
+                let s = node.stats.snapshot();
+                info!(consumed = s.messages_consumed, committed = s.rows_committed, dead_letters = s.dead_letters_committed, commits = s.commits, "progress");
+            }
+        }
+    };
+    info!("stopping: flushing buffered rows");
+    let stopped = node.stop().await;
+    outcome.and(stopped)
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Demo {
+            data_dir,
+            duration,
+            flight_addr,
+            http_addr,
+            rate,
+            hosts,
+            examples_after,
+        } => {
+            demo::run(demo::DemoOptions {
+                data_dir,
+                duration: duration.map(Duration::from_secs),
+                flight_addr,
+                http_addr,
+                rate,
+                hosts,
+                examples_after: Duration::from_secs(examples_after),
+            })
+            .await
+        }
+        Command::Serve { config } => serve(config).await,
+        Command::Sql {
+            query,
+            endpoint,
+            format,
+        } => {
+            let batches = sql_client::query(&endpoint, &query).await?;
+            print!("{}", sql_client::render(&batches, format)?);
+            if format == sql_client::Format::Table {
+                println!();
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(match cli.command {
+        Command::Serve { .. } => "info",
+        _ => "warn",
+    });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: failed to start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

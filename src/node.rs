@@ -1,0 +1,138 @@
+//! One Sakura node: ingest, the engine, Flight SQL and HTTP, started together and stopped
+//! together. `serve` runs it against the configured Kafka and storage; `demo` against its
+//! built-in broker and a local directory.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use engine::Engine;
+use flight::{HttpState, MetricsRenderer, QueryExecutor};
+use ingest::{IngestStats, Pipeline};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::info;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::metrics::render_ingest;
+
+/// A started node.
+pub(crate) struct Node {
+    pub(crate) engine: Engine,
+    pub(crate) stats: Arc<IngestStats>,
+    pub(crate) flight_addr: SocketAddr,
+    pub(crate) http_addr: SocketAddr,
+    tasks: JoinSet<(&'static str, Result<()>)>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("flight_addr", &self.flight_addr)
+            .field("http_addr", &self.http_addr)
+            .finish()
+    }
+}
+
+fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+impl Node {
+    /// Creates the tables, joins the consumer group and starts serving. `extra_metrics` is
+    /// appended to `/metrics`.
+    pub(crate) async fn start(
+        cfg: &Config,
+        extra_metrics: Option<MetricsRenderer>,
+    ) -> Result<Self> {
+        let storage = cfg.storage()?;
+        let stats = Arc::new(IngestStats::default());
+        let (shutdown, rx) = watch::channel(false);
+
+        // Ingest first: it creates missing tables, so the engine sees their stored schemas.
+        let pipeline = Pipeline::start(&cfg.kafka, &cfg.ingest, &storage, stats.clone()).await?;
+        let engine = Engine::new(storage.clone(), &cfg.engine).await?;
+
+        let flight_listener = flight::bind(&cfg.flight.listen).await?;
+        let flight_addr = flight::local_addr(&flight_listener)?;
+        let http_listener = flight::bind(&cfg.http.listen).await?;
+        let http_addr = flight::local_addr(&http_listener)?;
+
+        let ready = Arc::new(AtomicBool::new(false));
+        let metrics_stats = stats.clone();
+        let metrics: MetricsRenderer = Arc::new(move || {
+            let mut text = render_ingest(&metrics_stats.snapshot());
+            if let Some(extra) = &extra_metrics {
+                text.push_str(&extra());
+            }
+            text
+        });
+
+        let mut tasks = JoinSet::new();
+        let executor: Arc<dyn QueryExecutor> = Arc::new(engine.clone());
+        let stop = stopped(rx.clone());
+        tasks.spawn(async move {
+            (
+                "flight",
+                flight::serve_flight(flight_listener, executor, stop)
+                    .await
+                    .map_err(Error::from),
+            )
+        });
+        let state = HttpState {
+            ready: ready.clone(),
+            metrics,
+        };
+        let stop = stopped(rx.clone());
+        tasks.spawn(async move {
+            (
+                "http",
+                flight::serve_http(http_listener, state, stop)
+                    .await
+                    .map_err(Error::from),
+            )
+        });
+        let ingest_rx = rx.clone();
+        tasks.spawn(async move { ("ingest", pipeline.run(ingest_rx).await.map_err(Error::from)) });
+        ready.store(true, Ordering::Relaxed);
+        info!(%flight_addr, %http_addr, storage = %storage.root, "node started");
+        Ok(Self {
+            engine,
+            stats,
+            flight_addr,
+            http_addr,
+            tasks,
+            shutdown,
+        })
+    }
+
+    /// Waits until one of the node's tasks ends (which it only does on failure).
+    pub(crate) async fn failed(&mut self) -> Result<()> {
+        match self.tasks.join_next().await {
+            Some(Ok((name, Ok(())))) => Err(Error::Task(format!("{name} stopped unexpectedly"))),
+            Some(Ok((name, Err(e)))) => Err(Error::Task(format!("{name} failed: {e}"))),
+            Some(Err(e)) => Err(Error::Task(e.to_string())),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stops serving, flushes ingest and waits for every task.
+    pub(crate) async fn stop(mut self) -> Result<()> {
+        let _ = self.shutdown.send(true);
+        let mut first_err = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            let res = match joined {
+                Ok((name, r)) => r.map_err(|e| Error::Task(format!("{name}: {e}"))),
+                Err(e) => Err(Error::Task(e.to_string())),
+            };
+            if let Err(e) = res {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,100 @@
+//! The demo's producer: sends generated records, counting what the broker acknowledged.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use tracing::warn;
+
+use crate::error::{Error, Result};
+use crate::generator::{Generator, Injected, METRICS, STEP_SECS};
+
+/// Counts of the producer, shared with progress reporting.
+#[derive(Debug, Default)]
+pub(crate) struct ProduceStats {
+    pub(crate) acked: AtomicU64,
+    pub(crate) failed: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Counting(Arc<ProduceStats>);
+
+impl ClientContext for Counting {}
+
+impl ProducerContext for Counting {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => self.0.acked.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.0.failed.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+/// Runs the generator against `brokers` at `rate` telemetry messages per second until `stop`;
+/// simulated time starts `backfill` ago and never runs ahead of the wall clock. Returns what it
+/// injected.
+pub(crate) fn run_generator(
+    brokers: &str,
+    hosts: usize,
+    rate: u64,
+    backfill: chrono::Duration,
+    stats: Arc<ProduceStats>,
+    stop: Arc<AtomicBool>,
+) -> Result<Vec<Injected>> {
+    let producer: ThreadedProducer<Counting> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "500000")
+        .set("batch.num.messages", "10000")
+        .create_with_context(Counting(stats))
+        .map_err(|source| Error::Kafka {
+            context: format!("failed to create a producer for {brokers}"),
+            source,
+        })?;
+    let mut generator = Generator::new(hosts, Utc::now() - backfill, 42, 1000);
+    let per_tick = (generator.hosts() * METRICS.len()) as f64;
+    let tick_every = Duration::from_secs_f64(per_tick / rate.max(1) as f64);
+    let started = Instant::now();
+    let mut ticks: u32 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        // Never produce the future: once caught up, the simulation runs in real time.
+        let ahead_us = generator.next_ts_us() - Utc::now().timestamp_micros();
+        if ahead_us > 0 {
+            std::thread::sleep(
+                Duration::from_micros(ahead_us.min(STEP_SECS * 1_000_000) as u64)
+                    .min(Duration::from_millis(200)),
+            );
+            continue;
+        }
+        for rec in generator.next_tick() {
+            let mut record = BaseRecord::to(rec.topic).key(&rec.key).payload(&rec.value);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        record = r;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err((e, _)) => {
+                        warn!(error = %e, "produce failed");
+                        break;
+                    }
+                }
+            }
+        }
+        ticks += 1;
+        let due = started + tick_every * ticks;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let _ = producer.flush(Duration::from_secs(10));
+    Ok(generator.injected)
+}

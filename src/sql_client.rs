@@ -1,0 +1,102 @@
+//! `sakura sql`: a Flight SQL client that prints a statement's result as a table, CSV or JSON.
+
+use arrow::array::RecordBatch;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use futures::TryStreamExt;
+use tonic::transport::Endpoint;
+
+use crate::error::{Error, Result};
+
+/// Output formats of `sakura sql`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+fn client_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Client(format!("{what}: {e}"))
+}
+
+/// Runs `sql` on the Flight SQL server at `endpoint` and returns the result batches.
+pub(crate) async fn query(endpoint: &str, sql: &str) -> Result<Vec<RecordBatch>> {
+    let channel = Endpoint::from_shared(endpoint.to_string())
+        .map_err(|e| client_err(&format!("invalid endpoint {endpoint:?}"), e))?
+        .connect()
+        .await
+        .map_err(|e| client_err(&format!("cannot connect to {endpoint}"), e))?;
+    let mut client = FlightSqlServiceClient::new(channel);
+    let info = client
+        .execute(sql.to_string(), None)
+        .await
+        .map_err(|e| client_err("query failed", e))?;
+    let mut batches = Vec::new();
+    for ep in info.endpoint {
+        let Some(ticket) = ep.ticket else { continue };
+        let stream = client
+            .do_get(ticket)
+            .await
+            .map_err(|e| client_err("fetching results failed", e))?;
+        let mut part: Vec<RecordBatch> = stream
+            .try_collect()
+            .await
+            .map_err(|e| client_err("reading results failed", e))?;
+        batches.append(&mut part);
+    }
+    Ok(batches)
+}
+
+/// Renders batches in `format`.
+pub(crate) fn render(batches: &[RecordBatch], format: Format) -> Result<String> {
+    match format {
+        Format::Table => Ok(arrow::util::pretty::pretty_format_batches(batches)?.to_string()),
+        Format::Csv => {
+            let mut buf = Vec::new();
+            {
+                let mut w = arrow::csv::Writer::new(&mut buf);
+                for b in batches {
+                    w.write(b)?;
+                }
+            }
+            String::from_utf8(buf).map_err(|e| client_err("csv output", e))
+        }
+        Format::Json => {
+            let mut buf = Vec::new();
+            {
+                let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+                for b in batches {
+                    w.write(b)?;
+                }
+                w.finish()?;
+            }
+            String::from_utf8(buf).map_err(|e| client_err("json output", e))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use std::sync::Arc;
+
+    fn batch() -> RecordBatch {
+        RecordBatch::try_from_iter([
+            ("host", Arc::new(StringArray::from(vec!["a", "b"])) as _),
+            ("n", Arc::new(Int64Array::from(vec![1, 2])) as _),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn renders_each_format() {
+        let b = [batch()];
+        assert!(render(&b, Format::Table).unwrap().contains("| host | n |"));
+        assert_eq!(render(&b, Format::Csv).unwrap(), "host,n\na,1\nb,2\n");
+        assert_eq!(
+            render(&b, Format::Json).unwrap(),
+            "{\"host\":\"a\",\"n\":1}\n{\"host\":\"b\",\"n\":2}\n"
+        );
+    }
+}

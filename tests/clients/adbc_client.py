@@ -1,0 +1,44 @@
+"""Unmodified ADBC Flight SQL driver (the Go client Grafana's data source also uses) against sakura.
+
+Usage: adbc_client.py grpc://HOST:PORT
+Prints one JSON line: tables listed by adbc_get_objects, count(*) of raw.telemetry, and the
+columns adbc_get_table_schema reports for it.
+"""
+import json
+import sys
+
+import adbc_driver_flightsql.dbapi as flightsql
+
+
+def main(uri: str) -> None:
+    with flightsql.connect(uri) as conn:
+        objects = conn.adbc_get_objects(depth="tables").read_all().to_pylist()
+        tables = []
+        for catalog in objects:
+            for schema in catalog["catalog_db_schemas"] or []:
+                for table in schema["db_schema_tables"] or []:
+                    tables.append(
+                        f'{catalog["catalog_name"]}.{schema["db_schema_name"]}.{table["table_name"]}'
+                    )
+        schema = conn.adbc_get_table_schema("telemetry", catalog_filter="sakura", db_schema_filter="raw")
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) AS n FROM raw.telemetry")
+            (count,) = cur.fetchone()
+            # A Grafana-style time-bucketed aggregate over a time range.
+            cur.execute(
+                "SELECT date_bin(INTERVAL '5 minutes', ts) AS time, service, avg(value) AS avg_cpu "
+                "FROM raw.telemetry WHERE metric = 'cpu_pct' "
+                "AND ts >= now() - INTERVAL '2 days' AND ts <= now() "
+                "GROUP BY 1, 2 ORDER BY 1 LIMIT 20"
+            )
+            buckets = cur.fetchall()
+    print(json.dumps({
+        "tables": sorted(tables),
+        "count": count,
+        "schema_fields": schema.names,
+        "buckets": len(buckets),
+    }))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

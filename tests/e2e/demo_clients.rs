@@ -1,0 +1,154 @@
+//! `sakura demo --duration 60`: commits ≥ 100,000 rows to Delta tables in a local directory,
+//! serves Flight SQL to unmodified clients while it runs, prints example results, and leaves
+//! tables that DuckDB and the deltalake package read with the same counts.
+
+use std::time::Duration;
+
+use crate::procs::{free_port, http, wait_for};
+use crate::{python, sakura};
+
+#[test]
+fn demo_serves_external_clients_and_leaves_readable_delta_tables() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (flight, http_port) = (free_port(), free_port());
+    let flight_addr = format!("127.0.0.1:{flight}");
+    let http_addr = format!("127.0.0.1:{http_port}");
+    let mut demo = sakura::start(
+        "demo",
+        &[
+            "demo",
+            "--duration",
+            "60",
+            "--examples-after",
+            "25",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--flight-addr",
+            &flight_addr,
+            "--http-addr",
+            &http_addr,
+        ],
+        &[],
+        http_port,
+        tmp.path(),
+    );
+
+    // Rows become visible over Flight SQL while the demo runs.
+    let first = wait_for(
+        "telemetry rows over Flight SQL",
+        Duration::from_secs(40),
+        || {
+            demo.assert_running();
+            sakura::sql_count(flight, "SELECT count(*) FROM raw.telemetry")
+                .ok()
+                .filter(|n| *n > 0)
+        },
+    );
+
+    // Unmodified clients.
+    let uri = format!("grpc://{flight_addr}");
+    let adbc = python::run("adbc_client.py", &[&uri]);
+    let tables: Vec<String> = serde_json::from_value(adbc["tables"].clone()).unwrap();
+    for t in [
+        "sakura.raw.telemetry",
+        "sakura.raw.logs",
+        "sakura.raw.events",
+        "sakura.raw.dead_letters",
+    ] {
+        assert!(
+            tables.contains(&t.to_string()),
+            "ADBC adbc_get_objects lacks {t}: {tables:?}"
+        );
+    }
+    assert!(adbc["count"].as_i64().unwrap() >= first, "{adbc}");
+    let fields: Vec<String> = serde_json::from_value(adbc["schema_fields"].clone()).unwrap();
+    assert_eq!(
+        &fields[..6],
+        ["ts", "host", "service", "region", "metric", "value"],
+        "{adbc}"
+    );
+    assert!(fields.contains(&"_offset".to_string()), "{adbc}");
+    assert!(adbc["buckets"].as_i64().unwrap() > 0, "{adbc}");
+
+    let pa = python::run("pyarrow_client.py", &[&uri]);
+    assert!(pa["count"].as_i64().unwrap() >= first, "{pa}");
+    assert!(
+        pa["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "sakura.raw.telemetry"),
+        "{pa}"
+    );
+
+    let rows = sakura::sql(flight, "SELECT count(*) AS n FROM raw.telemetry").unwrap();
+    assert!(rows[0].parse::<i64>().unwrap() >= first);
+    // Errors reach the client as errors, with the reason.
+    let err = sakura::sql(flight, "SELECT * FROM raw.no_such_table").unwrap_err();
+    assert!(err.contains("no_such_table"), "{err}");
+
+    let (status, metrics) = http("GET", http_port, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("sakura_ingest_rows_committed_total"),
+        "{metrics}"
+    );
+    assert_eq!(http("GET", http_port, "/readyz").unwrap().0, 200);
+
+    // The demo ends by itself after --duration.
+    let status = demo.wait(Duration::from_secs(120));
+    let out = demo.output();
+    assert!(status.success(), "demo failed:\n{out}");
+    assert!(out.contains("produced"), "no progress lines:\n{out}");
+    assert!(
+        out.contains("| raw.telemetry"),
+        "no example query results:\n{out}"
+    );
+    assert!(out.contains("== Connect =="), "no connection help:\n{out}");
+
+    // Independent readers agree with each other and hold ≥ 100,000 rows in all.
+    let mut total = 0;
+    for table in ["telemetry", "logs", "events"] {
+        let dir = data.join("raw").join(table);
+        assert!(
+            dir.join("_delta_log").is_dir(),
+            "no _delta_log in {}",
+            dir.display()
+        );
+        let check = python::run("delta_check.py", &[dir.to_str().unwrap()]);
+        let rows = check["duckdb_rows"].as_i64().unwrap();
+        assert_eq!(
+            check["deltalake_rows"].as_i64().unwrap(),
+            rows,
+            "{table}: {check}"
+        );
+        assert_eq!(
+            check["duckdb_distinct_pairs"].as_i64().unwrap(),
+            rows,
+            "{table}: {check}"
+        );
+        total += rows;
+    }
+    assert!(
+        total >= 100_000,
+        "only {total} rows committed in 60 s:\n{out}"
+    );
+    let committed = format!("committed {} rows", fmt(total));
+    assert!(
+        out.contains(&committed),
+        "demo summary disagrees with the tables ({committed}):\n{out}"
+    );
+}
+
+fn fmt(n: i64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests: the real `sakura` binary against real services (Tansu, moto's S3 server)
+//! and unmodified external clients (ADBC, pyarrow, DuckDB, deltalake). One test binary; the
+//! modules below are its parts.
+
+mod procs;
+mod python;
+mod sakura;
+mod services;
+
+mod cli_config;
+mod demo_clients;
+mod serve_s3_exactly_once;
