@@ -267,6 +267,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail closure returns figment's own error
     fn env_overrides_use_double_underscores() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("sakura.toml", "[ingest]\nflush_rows = 5\n")?;

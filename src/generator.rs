@@ -180,7 +180,8 @@ impl Generator {
                     });
                 }
                 self.sent_telemetry += 1;
-                let value_json = if self.bad_every > 0 && self.sent_telemetry % self.bad_every == 0
+                let value_json = if self.bad_every > 0
+                    && self.sent_telemetry.is_multiple_of(self.bad_every)
                 {
                     // Malformed on purpose: shows raw.dead_letters at work.
                     match (self.sent_telemetry / self.bad_every) % 3 {

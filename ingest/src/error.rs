@@ -14,8 +14,9 @@ pub enum Error {
     Delta {
         table: String,
         context: String,
+        // Boxed: the Delta error is large and would bloat every `Result` of the crate.
         #[source]
-        source: DeltaTableError,
+        source: Box<DeltaTableError>,
     },
     #[error("failed to build a batch for {table}: {source}")]
     Arrow {
@@ -35,7 +36,7 @@ impl Error {
         match self {
             Self::Kafka { .. } => true,
             Self::Delta { source, .. } => matches!(
-                source,
+                **source,
                 DeltaTableError::ObjectStore { .. }
                     | DeltaTableError::Io { .. }
                     | DeltaTableError::VersionAlreadyExists(_)
@@ -49,7 +50,7 @@ impl Error {
         Self::Delta {
             table: table.to_string(),
             context: context.to_string(),
-            source,
+            source: Box::new(source),
         }
     }
 

@@ -34,7 +34,8 @@ impl ProducerContext for Counting {
     }
 }
 
-/// Produces events `from..to` to `telemetry`, spread over three days of event time.
+/// Produces events `from..to` to `telemetry`, 1.2 s of event time apart (the first 200,000 span
+/// three days).
 fn produce(brokers: &str, from: u64, to: u64) {
     let acks = Arc::new(Acks::default());
     let producer: ThreadedProducer<Counting> = ClientConfig::new()
@@ -48,7 +49,7 @@ fn produce(brokers: &str, from: u64, to: u64) {
         let host = format!("host-{:03}", i % 500);
         let value = format!(
             r#"{{"ts":{},"host":"{host}","service":"svc-{}","region":"eu-west","metric":"cpu_pct","value":{}.5,"labels":{{"seq":"{i}"}}}}"#,
-            base_us + i * 1_300_000,
+            base_us + i * 1_200_000,
             i % 7,
             i % 100
         );
