@@ -151,7 +151,7 @@ async fn print_examples(engine: &engine::Engine) {
 fn print_connect(f: std::net::SocketAddr, http: std::net::SocketAddr) {
     println!(
         "\n== Connect ==
-  sakura sql:     cargo run -- sql \"SELECT count(*) FROM raw.telemetry\" --endpoint http://{f}
+  sakura sql:     cargo run -- sql \"SELECT count(*) FROM raw.telemetry\" --endpoint grpc://{f}
   Python ADBC:    adbc_driver_flightsql.dbapi.connect(\"grpc://{f}\")
   pyarrow:        pyarrow.flight.FlightClient(\"grpc://{f}\")  (statements: see README)
   Grafana:        Flight SQL data source, host {f}, TLS off, no auth

@@ -67,7 +67,8 @@ enum Command {
     Sql {
         /// The statement.
         query: String,
-        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        /// The Flight SQL server: grpc://host:port, http://host:port or host:port.
+        #[arg(long, default_value = "grpc://127.0.0.1:50051")]
         endpoint: String,
         #[arg(long, value_enum, default_value = "table")]
         format: sql_client::Format,

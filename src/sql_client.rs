@@ -21,7 +21,7 @@ fn client_err(what: &str, e: impl std::fmt::Display) -> Error {
 
 /// Runs `sql` on the Flight SQL server at `endpoint` and returns the result batches.
 pub(crate) async fn query(endpoint: &str, sql: &str) -> Result<Vec<RecordBatch>> {
-    let channel = Endpoint::from_shared(endpoint.to_string())
+    let channel = Endpoint::from_shared(http_endpoint(endpoint))
         .map_err(|e| client_err(&format!("invalid endpoint {endpoint:?}"), e))?
         .connect()
         .await
@@ -45,6 +45,25 @@ pub(crate) async fn query(endpoint: &str, sql: &str) -> Result<Vec<RecordBatch>>
         batches.append(&mut part);
     }
     Ok(batches)
+}
+
+/// Accepts the Flight URI forms clients use (`grpc://`, `grpc+tcp://`, `grpc+tls://`) as well as
+/// `http(s)://`, and a bare `host:port`.
+fn http_endpoint(endpoint: &str) -> String {
+    for (scheme, http) in [
+        ("grpc+tls://", "https://"),
+        ("grpc+tcp://", "http://"),
+        ("grpc://", "http://"),
+    ] {
+        if let Some(rest) = endpoint.strip_prefix(scheme) {
+            return format!("{http}{rest}");
+        }
+    }
+    if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    }
 }
 
 /// Renders batches in `format`.
@@ -87,6 +106,17 @@ mod tests {
             ("n", Arc::new(Int64Array::from(vec![1, 2])) as _),
         ])
         .unwrap()
+    }
+
+    #[test]
+    fn flight_uris_become_http_endpoints() {
+        assert_eq!(
+            http_endpoint("grpc://127.0.0.1:50051"),
+            "http://127.0.0.1:50051"
+        );
+        assert_eq!(http_endpoint("grpc+tls://h:443"), "https://h:443");
+        assert_eq!(http_endpoint("localhost:50051"), "http://localhost:50051");
+        assert_eq!(http_endpoint("http://h:1"), "http://h:1");
     }
 
     #[test]

@@ -59,6 +59,19 @@ fn flight_info(
         .with_descriptor(descriptor))
 }
 
+/// The `FlightInfo` of a metadata command: its result schema and one ticket carrying the command.
+fn metadata_info(
+    schema: SchemaRef,
+    command: impl ProstMessageExt,
+    request: Request<FlightDescriptor>,
+) -> Result<Response<FlightInfo>, Status> {
+    Ok(Response::new(flight_info(
+        &schema,
+        ticket_for(command),
+        request.into_inner(),
+    )?))
+}
+
 /// Streams `batches` as Flight data with `schema` (sent even when there are no batches).
 fn encode(
     schema: SchemaRef,
@@ -133,12 +146,7 @@ impl FlightSqlService for SakuraFlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.into_builder().schema();
-        Ok(Response::new(flight_info(
-            &schema,
-            ticket_for(query),
-            request.into_inner(),
-        )?))
+        metadata_info(query.into_builder().schema(), query, request)
     }
 
     async fn do_get_catalogs(
@@ -163,12 +171,7 @@ impl FlightSqlService for SakuraFlightSql {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
-        Ok(Response::new(flight_info(
-            &schema,
-            ticket_for(query),
-            request.into_inner(),
-        )?))
+        metadata_info(query.clone().into_builder().schema(), query, request)
     }
 
     async fn do_get_schemas(
@@ -193,12 +196,7 @@ impl FlightSqlService for SakuraFlightSql {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
-        Ok(Response::new(flight_info(
-            &schema,
-            ticket_for(query),
-            request.into_inner(),
-        )?))
+        metadata_info(query.clone().into_builder().schema(), query, request)
     }
 
     async fn do_get_tables(
@@ -226,12 +224,7 @@ impl FlightSqlService for SakuraFlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.into_builder().schema();
-        Ok(Response::new(flight_info(
-            &schema,
-            ticket_for(query),
-            request.into_inner(),
-        )?))
+        metadata_info(query.into_builder().schema(), query, request)
     }
 
     async fn do_get_table_types(
@@ -252,12 +245,7 @@ impl FlightSqlService for SakuraFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let data = SQL_INFO.as_ref().map_err(|e| Status::internal(e.clone()))?;
-        let schema = query.clone().into_builder(data).schema();
-        Ok(Response::new(flight_info(
-            &schema,
-            ticket_for(query),
-            request.into_inner(),
-        )?))
+        metadata_info(query.clone().into_builder(data).schema(), query, request)
     }
 
     async fn do_get_sql_info(

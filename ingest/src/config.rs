@@ -98,11 +98,25 @@ impl KafkaConfig {
                 format!("{} is outside 1000..=3600000", self.session_timeout_ms),
             ));
         }
-        for key in ["enable.auto.commit", "group.id", "bootstrap.servers"] {
+        let managed = [
+            ("bootstrap.servers", "set kafka.brokers instead"),
+            ("group.id", "set kafka.group_id instead"),
+            ("session.timeout.ms", "set kafka.session_timeout_ms instead"),
+            ("auto.offset.reset", "set kafka.start_offset instead"),
+            (
+                "enable.auto.commit",
+                "offsets are stored in the Delta log, not committed by Kafka",
+            ),
+            (
+                "enable.auto.offset.store",
+                "offsets are stored in the Delta log, not committed by Kafka",
+            ),
+        ];
+        for (key, why) in managed {
             if self.properties.contains_key(key) {
                 return Err(invalid(
                     &format!("kafka.properties.\"{key}\""),
-                    "is managed by sakura and cannot be overridden",
+                    format!("is managed by sakura: {why}"),
                 ));
             }
         }

@@ -269,9 +269,12 @@ impl Pipeline {
 
     async fn flush(&mut self) -> Result<()> {
         for topic in self.buffer.topics() {
-            let taken = self.buffer.take_topic(&topic);
-            if let Err(e) = self.flush_topic(&topic, &taken).await {
-                self.buffer.restore(taken);
+            // Shared with the decoding thread rather than copied; back into the buffer if the
+            // commit fails.
+            let taken = Arc::new(self.buffer.take_topic(&topic));
+            if let Err(e) = self.flush_topic(&topic, taken.clone()).await {
+                self.buffer
+                    .restore(Arc::try_unwrap(taken).unwrap_or_else(|shared| (*shared).clone()));
                 return Err(e);
             }
         }
@@ -281,7 +284,7 @@ impl Pipeline {
     async fn flush_topic(
         &mut self,
         topic: &Arc<str>,
-        taken: &BTreeMap<TopicPartition, Vec<RawMessage>>,
+        taken: Arc<BTreeMap<TopicPartition, Vec<RawMessage>>>,
     ) -> Result<()> {
         let Some(ts) = self.topics.get_mut(topic) else {
             return Ok(());
@@ -290,14 +293,24 @@ impl Pipeline {
             .iter()
             .filter_map(|(tp, msgs)| msgs.last().map(|m| (tp.clone(), m.offset)))
             .collect();
-        let messages: Vec<RawMessage> = taken.values().flatten().cloned().collect();
         let decoder = ts.decoder.clone();
-        let decoded = tokio::task::spawn_blocking(move || decoder.decode(&messages))
-            .await
-            .map_err(|e| Error::Arrow {
-                table: topic.to_string(),
-                source: arrow::error::ArrowError::ExternalError(Box::new(e)),
-            })??;
+        let decoded = tokio::task::spawn_blocking(move || {
+            // One batch per partition: decoding is CPU work, kept off the I/O runtime.
+            let mut batches = Vec::with_capacity(taken.len());
+            let mut dead_letters = Vec::new();
+            for msgs in taken.values() {
+                let d = decoder.decode(msgs)?;
+                batches.extend(d.batch);
+                dead_letters.extend(d.dead_letters);
+            }
+            Ok::<_, Error>((batches, dead_letters))
+        })
+        .await
+        .map_err(|e| Error::Arrow {
+            table: topic.to_string(),
+            source: arrow::error::ArrowError::ExternalError(Box::new(e)),
+        })??;
+        let (batches, dead_letters) = decoded;
 
         // Dead letters first: if the data commit fails after this one, the replay skips the
         // dead letters already stored (their table's offsets say so).
@@ -314,8 +327,7 @@ impl Pipeline {
                 })
                 .collect()
         };
-        let new_dead: Vec<_> = decoded
-            .dead_letters
+        let new_dead: Vec<_> = dead_letters
             .into_iter()
             .filter(|d| {
                 let tp = (d.topic.clone(), d.partition);
@@ -349,8 +361,7 @@ impl Pipeline {
             debug!(version, rows = new_dead.len(), "dead letters committed");
         }
 
-        let rows = decoded.batch.as_ref().map_or(0, |b| b.num_rows());
-        let batches: Vec<_> = decoded.batch.into_iter().collect();
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         let version = ts.sink.commit(batches, &last).await?;
         IngestStats::add(&self.stats.rows_committed, rows as u64);
         IngestStats::add(&self.stats.commits, 1);
