@@ -5,11 +5,13 @@
 // Test helpers fail the test by panicking; that is their job.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod kafka;
 mod procs;
 mod python;
 mod sakura;
 mod services;
 
 mod cli_config;
+mod crash_sigkill;
 mod demo_clients;
 mod serve_s3_exactly_once;

@@ -2,77 +2,12 @@
 //! conditional writes): 200,000 events arrive exactly once; after a stop and restart, 50,000 more
 //! make exactly 250,000 — no loss, no duplicates — and outside readers agree.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rdkafka::ClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::DeliveryResult;
-use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
-
+use crate::kafka::produce_telemetry;
 use crate::procs::{free_port, wait_for};
 use crate::services::{S3Server, Tansu};
 use crate::{python, sakura};
-
-#[derive(Default)]
-struct Acks {
-    ok: AtomicU64,
-    failed: AtomicU64,
-}
-
-struct Counting(Arc<Acks>);
-impl ClientContext for Counting {}
-impl ProducerContext for Counting {
-    type DeliveryOpaque = ();
-    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
-        match r {
-            Ok(_) => self.0.ok.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.0.failed.fetch_add(1, Ordering::Relaxed),
-        };
-    }
-}
-
-/// Produces events `from..to` to `telemetry`, 1.2 s of event time apart (the first 200,000 span
-/// three days).
-fn produce(brokers: &str, from: u64, to: u64) {
-    let acks = Arc::new(Acks::default());
-    let producer: ThreadedProducer<Counting> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "20")
-        .set("queue.buffering.max.messages", "300000")
-        .create_with_context(Counting(acks.clone()))
-        .expect("producer");
-    let base_us: u64 = 1_764_201_600_000_000; // 2025-11-27T00:00:00Z
-    for i in from..to {
-        let host = format!("host-{:03}", i % 500);
-        let value = format!(
-            r#"{{"ts":{},"host":"{host}","service":"svc-{}","region":"eu-west","metric":"cpu_pct","value":{}.5,"labels":{{"seq":"{i}"}}}}"#,
-            base_us + i * 1_200_000,
-            i % 7,
-            i % 100
-        );
-        let mut record = BaseRecord::to("telemetry").key(&host).payload(&value);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, _)) => panic!("produce failed: {e}"),
-            }
-        }
-    }
-    producer.flush(Duration::from_secs(120)).expect("flush");
-    assert_eq!(acks.failed.load(Ordering::Relaxed), 0, "deliveries failed");
-    assert_eq!(
-        acks.ok.load(Ordering::Relaxed),
-        to - from,
-        "not every event was acknowledged"
-    );
-}
 
 fn counts(flight: u16) -> Result<(i64, i64), String> {
     let rows = sakura::sql(
@@ -130,7 +65,7 @@ listen = "127.0.0.1:{http_port}"
     .unwrap();
     let args = ["serve", "--config", config.to_str().unwrap()];
 
-    produce(&tansu.brokers(), 0, 200_000);
+    produce_telemetry(&tansu.brokers(), 0, 200_000);
     let mut serve = sakura::start("serve-1", &args, &[], http_port, tmp.path());
     let first = wait_for(
         "200,000 rows over Flight SQL",
@@ -156,7 +91,7 @@ listen = "127.0.0.1:{http_port}"
         serve.output()
     );
 
-    produce(&tansu.brokers(), 200_000, 250_000);
+    produce_telemetry(&tansu.brokers(), 200_000, 250_000);
     let mut serve = sakura::start("serve-2", &args, &[], http_port, tmp.path());
     let second = wait_for(
         "250,000 rows over Flight SQL",
