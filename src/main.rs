@@ -76,10 +76,11 @@ enum Command {
 }
 
 /// Log filter unless RUST_LOG says otherwise. The Delta kernel logs an error each time a table
-/// that does not exist yet is probed, and the Parquet writer warns about every binary column it
-/// keeps no statistics for: both are expected here.
-const QUIET_DEPS: &str =
-    "buoyant_kernel::snapshot::builder=off,deltalake_core::writer::stats=error";
+/// that does not exist yet is probed, the Parquet writer warns about every binary column it
+/// keeps no statistics for, and Delta warns on every commit that raced another writer (routine
+/// with several ingest processes): all expected here.
+const QUIET_DEPS: &str = "buoyant_kernel::snapshot::builder=off,\
+    deltalake_core::writer::stats=error,deltalake_core::kernel::transaction=error";
 
 fn init_tracing(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -87,6 +88,7 @@ fn init_tracing(level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 

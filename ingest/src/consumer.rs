@@ -21,13 +21,11 @@ use crate::delta::{TopicPartition, stored_offsets};
 use crate::stats::IngestStats;
 use crate::{Error, Result};
 
-/// Where a partition's reading stands.
+/// Where a partition's reading stands: messages below `next` were already stored (or read into
+/// the buffer) and are skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Position {
-    /// Messages below this offset were already stored (or read into the buffer): skip them.
     pub next: i64,
-    /// Last offset whose dead letters are stored; dead letters at or below it are not re-written.
-    pub dead_letters_stored: Option<i64>,
 }
 
 /// Positions of the partitions this process owns. `None` means assigned but not yet positioned
@@ -39,35 +37,26 @@ pub(crate) struct Assignment {
     pub revoked: BTreeSet<TopicPartition>,
 }
 
-/// The tables that hold a topic's stored offsets.
+/// The event tables, whose stored offsets position each topic's partitions.
 #[derive(Debug)]
 pub(crate) struct OffsetTables {
     pub data: HashMap<Arc<str>, DeltaTable>,
-    pub dead_letters: DeltaTable,
 }
 
 impl OffsetTables {
-    /// Reads the stored positions of `partitions` from the tables.
+    /// Reads the stored offsets of `partitions` from their topics' tables.
     pub(crate) async fn positions(
         &mut self,
         partitions: &[TopicPartition],
-    ) -> Result<BTreeMap<TopicPartition, (Option<i64>, Option<i64>)>> {
-        let dead = stored_offsets(&mut self.dead_letters, partitions).await?;
-        let mut out = BTreeMap::new();
+    ) -> Result<BTreeMap<TopicPartition, i64>> {
         let mut by_topic: BTreeMap<Arc<str>, Vec<TopicPartition>> = BTreeMap::new();
         for tp in partitions {
             by_topic.entry(tp.0.clone()).or_default().push(tp.clone());
         }
+        let mut out = BTreeMap::new();
         for (topic, parts) in by_topic {
-            let stored = match self.data.get_mut(&topic) {
-                Some(table) => stored_offsets(table, &parts).await?,
-                None => BTreeMap::new(),
-            };
-            for tp in parts {
-                out.insert(
-                    tp.clone(),
-                    (stored.get(&tp).copied(), dead.get(&tp).copied()),
-                );
+            if let Some(table) = self.data.get_mut(&topic) {
+                out.extend(stored_offsets(table, &parts).await?);
             }
         }
         Ok(out)
@@ -150,20 +139,16 @@ impl IngestContext {
         match found {
             Ok(found) => {
                 for tp in &parts {
-                    let (stored, dead) = found.get(tp).copied().unwrap_or((None, None));
+                    let stored = found.get(tp).copied();
                     let offset = self.start_offset(stored);
                     if let Err(e) = tpl.set_partition_offset(&tp.0, tp.1, offset) {
                         warn!(topic = %tp.0, partition = tp.1, error = %e, "cannot set start offset");
                     }
                     // With no stored offset every message of the partition is new.
                     let next = stored.map_or(i64::MIN, |o| o + 1);
-                    assignment.positions.insert(
-                        tp.clone(),
-                        Some(Position {
-                            next,
-                            dead_letters_stored: dead,
-                        }),
-                    );
+                    assignment
+                        .positions
+                        .insert(tp.clone(), Some(Position { next }));
                 }
                 info!(partitions = ?parts_for_log(&parts), "assigned; positioned from the Delta log");
             }

@@ -87,6 +87,14 @@ impl DeltaSink {
         self.table.version()
     }
 
+    /// Refreshes the table and reads the last offset it stores for each of `partitions`.
+    pub(crate) async fn stored_offsets(
+        &mut self,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, i64>> {
+        stored_offsets(&mut self.table, partitions).await
+    }
+
     /// A second handle on the same table, for readers that refresh on their own.
     pub fn handle(&self) -> DeltaTable {
         self.table.clone()

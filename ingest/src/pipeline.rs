@@ -73,10 +73,7 @@ impl Pipeline {
             topics.insert(topic, TopicSink { decoder, sink });
         }
         let dead_letters = DeltaSink::open(storage, TableDef::dead_letters()).await?;
-        let tables = OffsetTables {
-            data: data_tables,
-            dead_letters: dead_letters.handle(),
-        };
+        let tables = OffsetTables { data: data_tables };
         let context = IngestContext::new(
             tokio::runtime::Handle::current(),
             kafka.start_offset,
@@ -224,7 +221,7 @@ impl Pipeline {
             }
         };
         for tp in pending {
-            let (stored, dead) = found.get(&tp).copied().unwrap_or((None, None));
+            let stored = found.get(&tp).copied();
             if let Err(e) = seek(&self.consumer, &tp, ctx.start_offset(stored)) {
                 warn!(topic = %tp.0, partition = tp.1, error = %e, "seek failed; will retry");
                 continue;
@@ -233,7 +230,6 @@ impl Pipeline {
             if let Some(slot) = assignment.positions.get_mut(&tp) {
                 *slot = Some(Position {
                     next: stored.map_or(i64::MIN, |o| o + 1),
-                    dead_letters_stored: dead,
                 });
             }
         }
@@ -289,10 +285,22 @@ impl Pipeline {
         let Some(ts) = self.topics.get_mut(topic) else {
             return Ok(());
         };
+        // Fencing: re-read what the table holds for these partitions. Anything at or below it
+        // was stored by another member (the partition moved away and back, or a member that
+        // lost it committed late) and is dropped here; Delta's conflict check rejects this
+        // commit if another one touches the same partitions before it lands.
+        let parts: Vec<TopicPartition> = taken.keys().cloned().collect();
+        let stored = ts.sink.stored_offsets(&parts).await?;
+        let taken = drop_stored(taken, &stored, &self.stats);
+        // The offsets this commit records; never one at or below what is stored, so a stored
+        // offset only moves forward.
         let last: BTreeMap<TopicPartition, i64> = taken
             .iter()
             .filter_map(|(tp, msgs)| msgs.last().map(|m| (tp.clone(), m.offset)))
             .collect();
+        if last.is_empty() {
+            return Ok(());
+        }
         let decoder = ts.decoder.clone();
         let decoded = tokio::task::spawn_blocking(move || {
             // One batch per partition: decoding is CPU work, kept off the I/O runtime.
@@ -312,56 +320,44 @@ impl Pipeline {
         })??;
         let (batches, dead_letters) = decoded;
 
-        // Dead letters first: if the data commit fails after this one, the replay skips the
-        // dead letters already stored (their table's offsets say so).
-        let stored_dead: HashMap<TopicPartition, Option<i64>> = {
-            let assignment = self.consumer.context().assignment();
-            last.keys()
-                .map(|tp| {
-                    let d = assignment
-                        .positions
-                        .get(tp)
-                        .and_then(|p| p.as_ref())
-                        .and_then(|p| p.dead_letters_stored);
-                    (tp.clone(), d)
-                })
-                .collect()
-        };
-        let new_dead: Vec<_> = dead_letters
-            .into_iter()
-            .filter(|d| {
-                let tp = (d.topic.clone(), d.partition);
-                stored_dead
-                    .get(&tp)
-                    .copied()
-                    .flatten()
-                    .is_none_or(|s| d.offset > s)
-            })
-            .collect();
-        if !new_dead.is_empty() {
-            let dead_parts: BTreeMap<TopicPartition, i64> = last
-                .iter()
-                .filter(|(tp, _)| {
-                    new_dead
+        // Dead letters first. Their table keeps its own offsets, so after a crash between the
+        // two commits the replay skips the dead letters already stored (ADR 0001).
+        if !dead_letters.is_empty() {
+            let dead_parts: Vec<TopicPartition> = last
+                .keys()
+                .filter(|tp| {
+                    dead_letters
                         .iter()
                         .any(|d| d.topic == tp.0 && d.partition == tp.1)
                 })
-                .map(|(tp, o)| (tp.clone(), *o))
+                .cloned()
                 .collect();
-            let batch = dead_letter_batch(self.dead_letters.def(), &new_dead)?;
-            let version = self.dead_letters.commit(vec![batch], &dead_parts).await?;
-            IngestStats::add(&self.stats.dead_letters_committed, new_dead.len() as u64);
-            IngestStats::add(&self.stats.commits, 1);
-            let mut assignment = self.consumer.context().assignment();
-            for (tp, o) in &dead_parts {
-                if let Some(Some(p)) = assignment.positions.get_mut(tp) {
-                    p.dead_letters_stored = Some(*o);
-                }
+            let stored_dead = self.dead_letters.stored_offsets(&dead_parts).await?;
+            let new_dead: Vec<_> = dead_letters
+                .into_iter()
+                .filter(|d| {
+                    stored_dead
+                        .get(&(d.topic.clone(), d.partition))
+                        .is_none_or(|s| d.offset > *s)
+                })
+                .collect();
+            if !new_dead.is_empty() {
+                let offsets: BTreeMap<TopicPartition, i64> = dead_parts
+                    .iter()
+                    .filter_map(|tp| last.get(tp).map(|o| (tp.clone(), *o)))
+                    .collect();
+                let batch = dead_letter_batch(self.dead_letters.def(), &new_dead)?;
+                let version = self.dead_letters.commit(vec![batch], &offsets).await?;
+                IngestStats::add(&self.stats.dead_letters_committed, new_dead.len() as u64);
+                IngestStats::add(&self.stats.commits, 1);
+                debug!(version, rows = new_dead.len(), "dead letters committed");
             }
-            debug!(version, rows = new_dead.len(), "dead letters committed");
         }
 
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let Some(ts) = self.topics.get_mut(topic) else {
+            return Ok(());
+        };
         let version = ts.sink.commit(batches, &last).await?;
         IngestStats::add(&self.stats.rows_committed, rows as u64);
         IngestStats::add(&self.stats.commits, 1);
@@ -377,4 +373,35 @@ impl Pipeline {
         }
         Ok(())
     }
+}
+
+/// Removes, from each partition's messages, those at or below the offset its table already holds.
+fn drop_stored(
+    taken: Arc<BTreeMap<TopicPartition, Vec<RawMessage>>>,
+    stored: &BTreeMap<TopicPartition, i64>,
+    stats: &IngestStats,
+) -> Arc<BTreeMap<TopicPartition, Vec<RawMessage>>> {
+    let already =
+        |tp: &TopicPartition, m: &RawMessage| stored.get(tp).is_some_and(|s| m.offset <= *s);
+    let any = taken
+        .iter()
+        .any(|(tp, msgs)| msgs.first().is_some_and(|m| already(tp, m)));
+    if !any {
+        return taken;
+    }
+    let mut dropped = 0;
+    let kept = taken
+        .iter()
+        .map(|(tp, msgs)| {
+            let keep: Vec<RawMessage> = msgs.iter().filter(|m| !already(tp, m)).cloned().collect();
+            dropped += msgs.len() - keep.len();
+            (tp.clone(), keep)
+        })
+        .collect();
+    warn!(
+        dropped,
+        "messages already stored by another member were dropped before commit"
+    );
+    IngestStats::add(&stats.messages_skipped, dropped as u64);
+    Arc::new(kept)
 }

@@ -36,7 +36,7 @@ fn sigkill_at_random_moments_neither_loses_nor_duplicates() {
         .unwrap_or(7);
     let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
 
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = crate::procs::test_dir();
     let tansu = Tansu::start(tmp.path());
     tansu.create_topic("telemetry", 8);
     let data = tmp.path().join("data");

@@ -9,7 +9,7 @@ use crate::{python, sakura};
 
 #[test]
 fn demo_serves_external_clients_and_leaves_readable_delta_tables() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = crate::procs::test_dir();
     let data = tmp.path().join("data");
     let (flight, http_port) = (free_port(), free_port());
     let flight_addr = format!("127.0.0.1:{flight}");

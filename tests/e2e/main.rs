@@ -14,4 +14,5 @@ mod services;
 mod cli_config;
 mod crash_sigkill;
 mod demo_clients;
+mod rebalance;
 mod serve_s3_exactly_once;

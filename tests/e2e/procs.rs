@@ -166,3 +166,14 @@ pub(crate) fn http(method: &str, port: u16, path: &str) -> Option<(u16, String)>
         .unwrap_or_default();
     Some((status, body))
 }
+
+/// A temporary directory for one test's processes, logs and data; kept (and its path printed)
+/// when `SAKURA_TEST_KEEP` is set, for looking at the logs after a failure.
+pub(crate) fn test_dir() -> tempfile::TempDir {
+    let mut dir = tempfile::tempdir().expect("temp dir");
+    if std::env::var_os("SAKURA_TEST_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("keeping test directory {}", dir.path().display());
+    }
+    dir
+}

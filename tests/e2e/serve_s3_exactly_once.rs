@@ -23,7 +23,7 @@ fn counts(flight: u16) -> Result<(i64, i64), String> {
 
 #[test]
 fn serve_ingests_exactly_once_across_a_restart_on_s3() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = crate::procs::test_dir();
     let tansu = Tansu::start(tmp.path());
     let s3 = S3Server::start(tmp.path());
     s3.create_bucket("lake");
