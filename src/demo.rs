@@ -11,9 +11,9 @@ use rdkafka::mocking::MockCluster;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::metrics::counter;
 use crate::node::Node;
 use crate::producer::{ProduceStats, run_generator};
+use ingest::prom::counter;
 
 /// Options of `sakura demo`.
 #[derive(Debug, Clone)]

@@ -4,7 +4,6 @@ mod config;
 mod demo;
 mod error;
 mod generator;
-mod metrics;
 mod node;
 mod producer;
 mod sql_client;

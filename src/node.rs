@@ -15,7 +15,6 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::metrics::render_ingest;
 
 /// A started node.
 pub(crate) struct Node {
@@ -63,7 +62,7 @@ impl Node {
         let ready = Arc::new(AtomicBool::new(false));
         let metrics_stats = stats.clone();
         let metrics: MetricsRenderer = Arc::new(move || {
-            let mut text = render_ingest(&metrics_stats.snapshot());
+            let mut text = metrics_stats.render_prometheus();
             if let Some(extra) = &extra_metrics {
                 text.push_str(&extra());
             }

@@ -12,6 +12,7 @@ use rdkafka::consumer::{
     BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
 };
 use rdkafka::error::KafkaResult;
+use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use tracing::{error, info, warn};
@@ -33,6 +34,8 @@ pub(crate) struct Position {
 #[derive(Debug, Default)]
 pub(crate) struct Assignment {
     pub positions: HashMap<TopicPartition, Option<Position>>,
+    /// Last offset each assigned partition's table stores (for lag).
+    pub stored: HashMap<TopicPartition, i64>,
     /// Partitions revoked since the main loop last looked; their buffers must be dropped.
     pub revoked: BTreeSet<TopicPartition>,
 }
@@ -73,7 +76,32 @@ pub(crate) struct IngestContext {
     stats: Arc<IngestStats>,
 }
 
-impl ClientContext for IngestContext {}
+impl ClientContext for IngestContext {
+    /// librdkafka's periodic statistics give each partition's high watermark: lag is what lies
+    /// between it and the offset the table stores.
+    fn stats(&self, statistics: Statistics) {
+        let assignment = self.assignment();
+        let mut lag = BTreeMap::new();
+        for (topic, partition) in assignment.positions.keys() {
+            let Some(p) = statistics
+                .topics
+                .get(&**topic)
+                .and_then(|t| t.partitions.get(partition))
+            else {
+                continue;
+            };
+            if p.hi_offset < 0 {
+                continue;
+            }
+            let next = assignment
+                .stored
+                .get(&(topic.clone(), *partition))
+                .map_or(p.lo_offset.max(0), |s| s + 1);
+            lag.insert((topic.to_string(), *partition), (p.hi_offset - next).max(0));
+        }
+        self.stats.set_lag(lag);
+    }
+}
 
 impl IngestContext {
     pub(crate) fn new(
@@ -94,6 +122,16 @@ impl IngestContext {
     pub(crate) fn assignment(&self) -> MutexGuard<'_, Assignment> {
         // A poisoned lock only means another thread panicked mid-update; the map is still usable.
         self.assignment.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records offsets just stored by a commit.
+    pub(crate) fn stored(&self, offsets: &BTreeMap<TopicPartition, i64>) {
+        let mut assignment = self.assignment();
+        for (tp, o) in offsets {
+            if assignment.positions.contains_key(tp) {
+                assignment.stored.insert(tp.clone(), *o);
+            }
+        }
     }
 
     pub(crate) fn tables(&self) -> &tokio::sync::Mutex<OffsetTables> {
@@ -140,6 +178,9 @@ impl IngestContext {
             Ok(found) => {
                 for tp in &parts {
                     let stored = found.get(tp).copied();
+                    if let Some(o) = stored {
+                        assignment.stored.insert(tp.clone(), o);
+                    }
                     let offset = self.start_offset(stored);
                     if let Err(e) = tpl.set_partition_offset(&tp.0, tp.1, offset) {
                         warn!(topic = %tp.0, partition = tp.1, error = %e, "cannot set start offset");
@@ -168,6 +209,7 @@ impl IngestContext {
         for e in tpl.elements() {
             let tp: TopicPartition = (Arc::from(e.topic()), e.partition());
             assignment.positions.remove(&tp);
+            assignment.stored.remove(&tp);
             assignment.revoked.insert(tp);
         }
     }
@@ -245,7 +287,9 @@ pub(crate) fn create_consumer(
                 StartOffset::Latest => "latest",
             },
         )
-        .set("session.timeout.ms", cfg.session_timeout_ms.to_string());
+        .set("session.timeout.ms", cfg.session_timeout_ms.to_string())
+        // Statistics carry each partition's high watermark, for the lag metric.
+        .set("statistics.interval.ms", "5000");
     let consumer: IngestConsumer = client.create_with_context(context).map_err(|e| {
         Error::kafka(
             format!("failed to create a consumer for {}", cfg.brokers),

@@ -65,6 +65,20 @@ impl JsonDecoder {
         &self.table
     }
 
+    /// The oldest and newest event time (µs) in `batches` of this decoder's table.
+    pub fn time_range(&self, batches: &[RecordBatch]) -> Option<(i64, i64)> {
+        batches
+            .iter()
+            .filter_map(|b| {
+                let ts = b
+                    .column(self.time_index)
+                    .as_any()
+                    .downcast_ref::<TimestampMicrosecondArray>()?;
+                Some((arrow::compute::min(ts)?, arrow::compute::max(ts)?))
+            })
+            .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)))
+    }
+
     fn new_decoder(&self, rows: usize) -> Result<Decoder> {
         ReaderBuilder::new(self.decode_schema.clone())
             .with_batch_size(rows.max(1) + 1)

@@ -13,6 +13,7 @@ mod decode;
 mod delta;
 mod error;
 mod pipeline;
+pub mod prom;
 mod stats;
 
 pub use config::{IngestConfig, KafkaConfig, StartOffset};

@@ -231,6 +231,9 @@ impl Pipeline {
                 *slot = Some(Position {
                     next: stored.map_or(i64::MIN, |o| o + 1),
                 });
+                if let Some(o) = stored {
+                    assignment.stored.insert(tp.clone(), o);
+                }
             }
         }
     }
@@ -348,7 +351,9 @@ impl Pipeline {
                     .collect();
                 let batch = dead_letter_batch(self.dead_letters.def(), &new_dead)?;
                 let version = self.dead_letters.commit(vec![batch], &offsets).await?;
-                IngestStats::add(&self.stats.dead_letters_committed, new_dead.len() as u64);
+                for d in &new_dead {
+                    self.stats.dead_letter(d.kind.as_str());
+                }
                 IngestStats::add(&self.stats.commits, 1);
                 debug!(version, rows = new_dead.len(), "dead letters committed");
             }
@@ -358,10 +363,22 @@ impl Pipeline {
         let Some(ts) = self.topics.get_mut(topic) else {
             return Ok(());
         };
+        let times = ts.decoder.time_range(&batches);
+        let started = Instant::now();
         let version = ts.sink.commit(batches, &last).await?;
-        IngestStats::add(&self.stats.rows_committed, rows as u64);
-        IngestStats::add(&self.stats.commits, 1);
-        debug!(table = %ts.sink.def().table, version, rows, "committed");
+        let table = ts.sink.def().table.to_string();
+        self.stats
+            .committed(&table, rows as u64, started.elapsed().as_secs_f64());
+        if let Some((oldest, newest)) = times {
+            let now = chrono::Utc::now().timestamp_micros();
+            self.stats.set_freshness(
+                &table,
+                (now - newest) as f64 / 1e6,
+                (now - oldest) as f64 / 1e6,
+            );
+        }
+        self.consumer.context().stored(&last);
+        debug!(table = %table, version, rows, "committed");
 
         // Kafka's own committed offsets, for lag monitoring only.
         let mut tpl = TopicPartitionList::new();

@@ -1,7 +1,16 @@
+//! The ingest pipeline's metrics: totals for progress lines, and the labelled series, commit
+//! latency, consumer lag and freshness that `/metrics` exposes.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Counters of the ingest pipeline, shared with progress reporting and `/metrics`.
-#[derive(Debug, Default)]
+use crate::prom::{self, Histogram};
+
+const COMMIT_SECONDS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// Counters and gauges of the ingest pipeline, shared with progress reporting and `/metrics`.
+#[derive(Debug)]
 pub struct IngestStats {
     pub messages_consumed: AtomicU64,
     pub bytes_consumed: AtomicU64,
@@ -11,9 +20,36 @@ pub struct IngestStats {
     pub commits: AtomicU64,
     pub commit_failures: AtomicU64,
     pub rebalances: AtomicU64,
+    rows_by_table: Mutex<BTreeMap<String, u64>>,
+    dead_letters_by_kind: Mutex<BTreeMap<&'static str, u64>>,
+    commit_seconds: Histogram,
+    /// (topic, partition) → messages in the partition not yet stored in its table.
+    lag: Mutex<BTreeMap<(String, i32), i64>>,
+    /// table → seconds from the newest / oldest event time of the last commit to that commit.
+    freshness: Mutex<BTreeMap<String, (f64, f64)>>,
 }
 
-/// A point-in-time copy of [`IngestStats`].
+impl Default for IngestStats {
+    fn default() -> Self {
+        Self {
+            messages_consumed: AtomicU64::new(0),
+            bytes_consumed: AtomicU64::new(0),
+            messages_skipped: AtomicU64::new(0),
+            rows_committed: AtomicU64::new(0),
+            dead_letters_committed: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            commit_failures: AtomicU64::new(0),
+            rebalances: AtomicU64::new(0),
+            rows_by_table: Mutex::default(),
+            dead_letters_by_kind: Mutex::default(),
+            commit_seconds: Histogram::new(COMMIT_SECONDS),
+            lag: Mutex::default(),
+            freshness: Mutex::default(),
+        }
+    }
+}
+
+/// A point-in-time copy of the totals of [`IngestStats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IngestSnapshot {
     pub messages_consumed: u64,
@@ -24,6 +60,11 @@ pub struct IngestSnapshot {
     pub commits: u64,
     pub commit_failures: u64,
     pub rebalances: u64,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere mid-update; the numbers are still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl IngestStats {
@@ -43,5 +84,143 @@ impl IngestStats {
 
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records a commit of `rows` rows to `table` that took `seconds`.
+    pub(crate) fn committed(&self, table: &str, rows: u64, seconds: f64) {
+        Self::add(&self.rows_committed, rows);
+        Self::add(&self.commits, 1);
+        *locked(&self.rows_by_table)
+            .entry(table.to_string())
+            .or_default() += rows;
+        self.commit_seconds.observe(seconds);
+    }
+
+    pub(crate) fn dead_letter(&self, kind: &'static str) {
+        Self::add(&self.dead_letters_committed, 1);
+        *locked(&self.dead_letters_by_kind).entry(kind).or_default() += 1;
+    }
+
+    pub(crate) fn set_lag(&self, lag: BTreeMap<(String, i32), i64>) {
+        *locked(&self.lag) = lag;
+    }
+
+    pub(crate) fn set_freshness(&self, table: &str, newest_s: f64, oldest_s: f64) {
+        locked(&self.freshness).insert(table.to_string(), (newest_s, oldest_s));
+    }
+
+    /// Rows committed per table so far.
+    pub fn rows_by_table(&self) -> BTreeMap<String, u64> {
+        locked(&self.rows_by_table).clone()
+    }
+
+    /// The Prometheus text exposition of every ingest metric.
+    pub fn render_prometheus(&self) -> String {
+        let s = self.snapshot();
+        let mut out = String::new();
+        prom::counter(
+            &mut out,
+            "sakura_ingest_messages_consumed_total",
+            "Kafka messages read into the ingest buffer.",
+            s.messages_consumed,
+        );
+        prom::counter(
+            &mut out,
+            "sakura_ingest_bytes_consumed_total",
+            "Bytes of Kafka message values read.",
+            s.bytes_consumed,
+        );
+        prom::counter(
+            &mut out,
+            "sakura_ingest_messages_skipped_total",
+            "Messages skipped because they were already stored or their partition was not positioned.",
+            s.messages_skipped,
+        );
+        prom::header(
+            &mut out,
+            "sakura_ingest_rows_committed_total",
+            "counter",
+            "Rows committed to Delta tables.",
+        );
+        for (table, n) in locked(&self.rows_by_table).iter() {
+            prom::sample(
+                &mut out,
+                "sakura_ingest_rows_committed_total",
+                &[("table", table)],
+                n,
+            );
+        }
+        prom::header(
+            &mut out,
+            "sakura_ingest_dead_letters_total",
+            "counter",
+            "Messages committed to raw.dead_letters, by kind of error.",
+        );
+        for (kind, n) in locked(&self.dead_letters_by_kind).iter() {
+            prom::sample(
+                &mut out,
+                "sakura_ingest_dead_letters_total",
+                &[("kind", kind)],
+                n,
+            );
+        }
+        prom::counter(
+            &mut out,
+            "sakura_ingest_commits_total",
+            "Delta commits made by ingest.",
+            s.commits,
+        );
+        prom::counter(
+            &mut out,
+            "sakura_ingest_commit_failures_total",
+            "Delta commits that failed and were retried.",
+            s.commit_failures,
+        );
+        prom::counter(
+            &mut out,
+            "sakura_ingest_rebalances_total",
+            "Consumer-group rebalances seen.",
+            s.rebalances,
+        );
+        self.commit_seconds.render(
+            &mut out,
+            "sakura_ingest_commit_duration_seconds",
+            "Time to write and commit one flush to a Delta table.",
+        );
+        prom::header(
+            &mut out,
+            "sakura_ingest_consumer_lag_messages",
+            "gauge",
+            "Messages in an assigned partition not yet stored in its table (high watermark minus stored offset).",
+        );
+        for ((topic, partition), lag) in locked(&self.lag).iter() {
+            prom::sample(
+                &mut out,
+                "sakura_ingest_consumer_lag_messages",
+                &[("topic", topic), ("partition", &partition.to_string())],
+                lag,
+            );
+        }
+        prom::header(
+            &mut out,
+            "sakura_ingest_freshness_seconds",
+            "gauge",
+            "Event time to visibility in a committed Delta version, for the newest and oldest event of the table's last commit.",
+        );
+        for (table, (newest, oldest)) in locked(&self.freshness).iter() {
+            prom::sample(
+                &mut out,
+                "sakura_ingest_freshness_seconds",
+                &[("table", table), ("event", "newest")],
+                newest,
+            );
+            prom::sample(
+                &mut out,
+                "sakura_ingest_freshness_seconds",
+                &[("table", table), ("event", "oldest")],
+                oldest,
+            );
+        }
+        out
     }
 }

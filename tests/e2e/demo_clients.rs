@@ -88,12 +88,24 @@ fn demo_serves_external_clients_and_leaves_readable_delta_tables() {
     let err = sakura::sql(flight, "SELECT * FROM raw.no_such_table").unwrap_err();
     assert!(err.contains("no_such_table"), "{err}");
 
-    let (status, metrics) = http("GET", http_port, "/metrics").unwrap();
-    assert_eq!(status, 200);
-    assert!(
-        metrics.contains("sakura_ingest_rows_committed_total"),
-        "{metrics}"
-    );
+    // /metrics is valid Prometheus text (promtool) with the ingest series.
+    let metrics = wait_for("consumer lag on /metrics", Duration::from_secs(30), || {
+        let (status, body) = http("GET", http_port, "/metrics")?;
+        (status == 200 && body.contains("sakura_ingest_consumer_lag_messages{")).then_some(body)
+    });
+    for series in [
+        "sakura_ingest_rows_committed_total{table=\"raw.telemetry\"}",
+        "sakura_ingest_dead_letters_total{kind=",
+        "sakura_ingest_commit_duration_seconds_bucket{le=\"+Inf\"}",
+        "sakura_ingest_freshness_seconds{table=\"raw.telemetry\",event=\"newest\"}",
+        "sakura_demo_messages_produced_total",
+    ] {
+        assert!(
+            metrics.contains(series),
+            "/metrics lacks {series}:\n{metrics}"
+        );
+    }
+    promtool_check(&metrics);
     assert_eq!(http("GET", http_port, "/readyz").unwrap().0, 200);
 
     // The demo ends by itself after --duration.
@@ -138,6 +150,31 @@ fn demo_serves_external_clients_and_leaves_readable_delta_tables() {
         summary_rows(&out),
         Some(total),
         "demo summary disagrees with the tables:\n{out}"
+    );
+}
+
+/// Runs `promtool check metrics` (Debian's prometheus package) on a scrape.
+fn promtool_check(metrics: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is missing: run scripts/install-test-deps.sh");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n{metrics}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
