@@ -297,8 +297,11 @@ mod tests {
         let recs = g.next_tick();
         let telemetry: Vec<_> = recs.iter().filter(|r| r.topic == "telemetry").collect();
         assert_eq!(telemetry.len(), 30 * METRICS.len());
-        let decoder =
-            ingest::JsonDecoder::new(schemas::event_schema("telemetry").unwrap(), 1 << 20).unwrap();
+        let decoder = ingest::JsonDecoder::new(
+            schemas::event_schema("telemetry").unwrap(),
+            ingest::DecodeLimits::default(),
+        )
+        .unwrap();
         let msgs: Vec<_> = telemetry
             .iter()
             .enumerate()

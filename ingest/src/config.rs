@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::decode::DecodeLimits;
 use crate::{Error, Result};
 
 /// Where to start reading a partition that no table has stored an offset for yet.
@@ -56,6 +57,12 @@ pub struct IngestConfig {
     pub flush_age_ms: u64,
     /// Messages larger than this go to dead letters.
     pub max_message_bytes: usize,
+    /// Messages nesting objects/arrays deeper than this go to dead letters.
+    pub max_nesting_depth: usize,
+    /// Events older than this (RFC 3339) go to dead letters.
+    pub min_event_time: String,
+    /// Events more than this many seconds in the future go to dead letters.
+    pub max_event_time_ahead_s: u64,
 }
 
 impl Default for IngestConfig {
@@ -73,6 +80,9 @@ impl Default for IngestConfig {
             flush_bytes: 64 * 1024 * 1024,
             flush_age_ms: 5_000,
             max_message_bytes: 1024 * 1024,
+            max_nesting_depth: 32,
+            min_event_time: "2000-01-01T00:00:00Z".into(),
+            max_event_time_ahead_s: 86_400,
         }
     }
 }
@@ -157,7 +167,34 @@ impl IngestConfig {
         if self.max_message_bytes == 0 {
             return Err(invalid("ingest.max_message_bytes", "must be at least 1"));
         }
+        if !(1..=1000).contains(&self.max_nesting_depth) {
+            return Err(invalid(
+                "ingest.max_nesting_depth",
+                "must be within 1..=1000",
+            ));
+        }
+        self.limits()?;
         Ok(())
+    }
+
+    /// The decoder's limits from this configuration.
+    pub fn limits(&self) -> Result<DecodeLimits> {
+        let min = chrono::DateTime::parse_from_rfc3339(&self.min_event_time).map_err(|e| {
+            invalid(
+                "ingest.min_event_time",
+                format!("{:?} is not an RFC 3339 time: {e}", self.min_event_time),
+            )
+        })?;
+        let ahead = i64::try_from(self.max_event_time_ahead_s)
+            .ok()
+            .and_then(|s| s.checked_mul(1_000_000))
+            .ok_or_else(|| invalid("ingest.max_event_time_ahead_s", "is too large"))?;
+        Ok(DecodeLimits {
+            max_message_bytes: self.max_message_bytes,
+            max_nesting_depth: self.max_nesting_depth,
+            min_event_time_us: min.timestamp_micros(),
+            max_future_us: ahead,
+        })
     }
 }
 

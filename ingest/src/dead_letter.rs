@@ -12,23 +12,81 @@ use crate::decode::RawMessage;
 use crate::{Error, Result};
 
 /// Why a message could not be stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DeadLetterKind {
+    /// Not JSON at all (syntax error).
     InvalidJson,
-    WrongType,
-    MissingField,
+    /// JSON that ends before the value does.
+    TruncatedJson,
+    /// Valid JSON whose top-level value is not an object.
+    NotAnObject,
+    /// More than one JSON value in one message.
+    MultipleValues,
+    /// Bytes that are not UTF-8.
+    InvalidUtf8,
+    /// An empty (or all-whitespace) value.
     EmptyValue,
+    /// A message with no value at all (a Kafka tombstone).
+    Tombstone,
+    /// Larger than `ingest.max_message_bytes`.
     Oversized,
+    /// Objects/arrays nested deeper than `ingest.max_nesting_depth`.
+    NestingTooDeep,
+    /// A required field is absent.
+    MissingField,
+    /// A required field is `null`.
+    NullField,
+    /// A field has the wrong JSON type for the schema.
+    WrongType,
+    /// The event time is a string that is not a timestamp.
+    InvalidTimestamp,
+    /// The event time is outside the accepted range.
+    TimestampOutOfRange,
+    /// A number that does not fit its column (or is not finite).
+    NumberOutOfRange,
+    /// Rejected by the decoder for a reason none of the above names.
+    SchemaMismatch,
 }
 
 impl DeadLetterKind {
+    pub const ALL: [Self; 16] = [
+        Self::InvalidJson,
+        Self::TruncatedJson,
+        Self::NotAnObject,
+        Self::MultipleValues,
+        Self::InvalidUtf8,
+        Self::EmptyValue,
+        Self::Tombstone,
+        Self::Oversized,
+        Self::NestingTooDeep,
+        Self::MissingField,
+        Self::NullField,
+        Self::WrongType,
+        Self::InvalidTimestamp,
+        Self::TimestampOutOfRange,
+        Self::NumberOutOfRange,
+        Self::SchemaMismatch,
+    ];
+
+    /// The name stored in `raw.dead_letters.error_kind`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InvalidJson => "invalid_json",
-            Self::WrongType => "wrong_type",
-            Self::MissingField => "missing_field",
+            Self::TruncatedJson => "truncated_json",
+            Self::NotAnObject => "not_an_object",
+            Self::MultipleValues => "multiple_values",
+            Self::InvalidUtf8 => "invalid_utf8",
             Self::EmptyValue => "empty_value",
+            Self::Tombstone => "tombstone",
             Self::Oversized => "oversized",
+            Self::NestingTooDeep => "nesting_too_deep",
+            Self::MissingField => "missing_field",
+            Self::NullField => "null_field",
+            Self::WrongType => "wrong_type",
+            Self::InvalidTimestamp => "invalid_timestamp",
+            Self::TimestampOutOfRange => "timestamp_out_of_range",
+            Self::NumberOutOfRange => "number_out_of_range",
+            Self::SchemaMismatch => "schema_mismatch",
         }
     }
 }

@@ -11,6 +11,7 @@ use arrow_json::ReaderBuilder;
 use arrow_json::reader::Decoder;
 use schemas::{EventSchema, FieldType, TableDef};
 
+use crate::classify::{Verdict, classify, nesting_exceeds};
 use crate::dead_letter::{DeadLetter, DeadLetterKind};
 use crate::{Error, Result};
 
@@ -33,7 +34,29 @@ pub struct JsonDecoder {
     decode_schema: SchemaRef,
     table: TableDef,
     time_index: usize,
-    max_message_bytes: usize,
+    limits: DecodeLimits,
+}
+
+/// What makes a message bad even when it is well-formed JSON of the right shape.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    pub max_message_bytes: usize,
+    pub max_nesting_depth: usize,
+    /// Earliest accepted event time, µs since the epoch.
+    pub min_event_time_us: i64,
+    /// How far past the wall clock an event time may be, µs.
+    pub max_future_us: i64,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 1024 * 1024,
+            max_nesting_depth: 32,
+            min_event_time_us: 946_684_800_000_000, // 2000-01-01T00:00:00Z
+            max_future_us: 86_400_000_000,
+        }
+    }
 }
 
 /// Result of decoding a batch of messages: rows for the table, and what could not be stored.
@@ -44,7 +67,7 @@ pub struct Decoded {
 }
 
 impl JsonDecoder {
-    pub fn new(schema: Arc<EventSchema>, max_message_bytes: usize) -> Result<Self> {
+    pub fn new(schema: Arc<EventSchema>, limits: DecodeLimits) -> Result<Self> {
         let decode_schema = schema.arrow_schema();
         let time_index = decode_schema
             .index_of(&schema.time_column)
@@ -57,7 +80,7 @@ impl JsonDecoder {
             schema,
             decode_schema,
             time_index,
-            max_message_bytes,
+            limits,
         })
     }
 
@@ -142,21 +165,28 @@ impl JsonDecoder {
         })
     }
 
-    fn precheck(&self, m: &RawMessage) -> Result<(), (DeadLetterKind, String)> {
+    fn precheck(&self, m: &RawMessage) -> Result<(), Verdict> {
+        let max = self.limits.max_message_bytes;
         match &m.value {
             None => Err((
-                DeadLetterKind::EmptyValue,
-                "message has no value (tombstone)".into(),
+                DeadLetterKind::Tombstone,
+                "message has no value (a tombstone)".into(),
             )),
             Some(v) if v.iter().all(u8::is_ascii_whitespace) => {
                 Err((DeadLetterKind::EmptyValue, "message value is empty".into()))
             }
-            Some(v) if v.len() > self.max_message_bytes => Err((
+            Some(v) if v.len() > max => Err((
                 DeadLetterKind::Oversized,
                 format!(
-                    "message is {} bytes, over ingest.max_message_bytes = {}",
-                    v.len(),
-                    self.max_message_bytes
+                    "message is {} bytes, over ingest.max_message_bytes = {max}",
+                    v.len()
+                ),
+            )),
+            Some(v) if nesting_exceeds(v, self.limits.max_nesting_depth) => Err((
+                DeadLetterKind::NestingTooDeep,
+                format!(
+                    "objects/arrays nested deeper than ingest.max_nesting_depth = {}",
+                    self.limits.max_nesting_depth
                 ),
             )),
             Some(_) => Ok(()),
@@ -172,39 +202,39 @@ impl JsonDecoder {
             }
         }
         match decoder.flush() {
-            Ok(Some(b)) if b.num_rows() == messages.len() && self.times_valid(&b) => Ok(Some(b)),
+            Ok(Some(b)) if b.num_rows() == messages.len() && self.value_error(&b).is_none() => {
+                Ok(Some(b))
+            }
             _ => Ok(None),
         }
     }
 
-    /// Decodes one message into a one-row batch, or says why it cannot be stored.
-    fn decode_one(&self, m: &RawMessage) -> Result<Result<RecordBatch, (DeadLetterKind, String)>> {
+    /// Decodes one message into a one-row batch, or says exactly why it cannot be stored.
+    fn decode_one(&self, m: &RawMessage) -> Result<Result<RecordBatch, Verdict>> {
         let mut decoder = self.new_decoder(1)?;
+        let bytes = m.value.as_deref().unwrap_or_default();
+        let failed = |e: String| Ok(Err(classify(bytes, &self.schema, &e)));
         if let Err(e) = self.feed(&mut decoder, m) {
-            return Ok(Err(e));
+            return failed(e);
         }
-        Ok(match decoder.flush() {
-            Ok(Some(b)) if b.num_rows() == 1 => match self.time_error(&b) {
+        match decoder.flush() {
+            Ok(Some(b)) if b.num_rows() == 1 => Ok(match self.value_error(&b) {
                 None => Ok(b),
                 Some(e) => Err(e),
-            },
-            Ok(_) => Err((DeadLetterKind::InvalidJson, "no JSON object found".into())),
-            Err(e) => Err(classify_arrow_error(&e.to_string())),
-        })
+            }),
+            Ok(_) => failed("no JSON object found".into()),
+            Err(e) => failed(e.to_string()),
+        }
     }
 
-    /// Feeds exactly one JSON object into the decoder.
-    fn feed(&self, decoder: &mut Decoder, m: &RawMessage) -> Result<(), (DeadLetterKind, String)> {
+    /// Feeds exactly one JSON object into the decoder; the error is the decoder's own words
+    /// (the slow path classifies them).
+    fn feed(&self, decoder: &mut Decoder, m: &RawMessage) -> Result<(), String> {
         let value = m.value.as_deref().unwrap_or_default();
         let before = decoder.len();
         if self.schema.has_json_fields() {
-            let mut obj: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(value)
-                .map_err(|e| {
-                    (
-                        DeadLetterKind::InvalidJson,
-                        format!("not a JSON object: {e}"),
-                    )
-                })?;
+            let mut obj: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(value).map_err(|e| e.to_string())?;
             for f in &self.schema.fields {
                 if f.ty == FieldType::Json
                     && let Some(v) = obj.get_mut(&f.name)
@@ -213,43 +243,70 @@ impl JsonDecoder {
                     *v = serde_json::Value::String(v.to_string());
                 }
             }
-            decoder
-                .serialize(&[obj])
-                .map_err(|e| classify_arrow_error(&e.to_string()))?;
+            decoder.serialize(&[obj]).map_err(|e| e.to_string())?;
         } else {
-            let read = decoder
-                .decode(value)
-                .map_err(|e| (DeadLetterKind::InvalidJson, e.to_string()))?;
+            let read = decoder.decode(value).map_err(|e| e.to_string())?;
             if read != value.len() || decoder.has_partial_record() {
-                return Err((DeadLetterKind::InvalidJson, "truncated JSON object".into()));
+                return Err("truncated JSON object".into());
             }
         }
         match decoder.len() - before {
             1 => Ok(()),
-            0 => Err((DeadLetterKind::InvalidJson, "no JSON object found".into())),
-            n => Err((
-                DeadLetterKind::InvalidJson,
-                format!("{n} JSON values in one message; expected exactly one object"),
+            n => Err(format!(
+                "{n} JSON values in one message; expected exactly one object"
             )),
         }
     }
 
-    fn times_valid(&self, batch: &RecordBatch) -> bool {
-        self.time_error(batch).is_none()
-    }
-
-    /// Event times must be present; the type check already happened in the decoder.
-    fn time_error(&self, batch: &RecordBatch) -> Option<(DeadLetterKind, String)> {
+    /// Checks a decoded batch for values the decoder accepts but the table must not hold:
+    /// missing or out-of-range event times and non-finite numbers.
+    fn value_error(&self, batch: &RecordBatch) -> Option<Verdict> {
+        let name = &self.schema.time_column;
         let ts = batch.column(self.time_index);
-        (ts.null_count() > 0).then(|| {
-            (
+        if ts.null_count() > 0 {
+            return Some((
                 DeadLetterKind::MissingField,
-                format!(
-                    "required field {:?} is missing or null",
-                    self.schema.time_column
-                ),
-            )
-        })
+                format!("required field {name:?} is missing or null"),
+            ));
+        }
+        if let Some(ts) = ts.as_any().downcast_ref::<TimestampMicrosecondArray>() {
+            let max_us = chrono::Utc::now().timestamp_micros() + self.limits.max_future_us;
+            let (lo, hi) = (arrow::compute::min(ts)?, arrow::compute::max(ts)?);
+            if lo < self.limits.min_event_time_us || hi > max_us {
+                let bad = if lo < self.limits.min_event_time_us {
+                    lo
+                } else {
+                    hi
+                };
+                let shown = chrono::DateTime::<chrono::Utc>::from_timestamp_micros(bad)
+                    .map_or_else(|| format!("{bad} µs"), |t| t.to_rfc3339());
+                return Some((
+                    DeadLetterKind::TimestampOutOfRange,
+                    format!(
+                        "field {name:?} = {shown} is outside the accepted range (ingest.min_event_time .. now + ingest.max_event_time_ahead_s)"
+                    ),
+                ));
+            }
+        }
+        for (i, f) in self.schema.fields.iter().enumerate() {
+            if f.ty != FieldType::Float64 {
+                continue;
+            }
+            let Some(col) = batch
+                .column(i)
+                .as_any()
+                .downcast_ref::<arrow::array::Float64Array>()
+            else {
+                continue;
+            };
+            if col.iter().flatten().any(|v| !v.is_finite()) {
+                return Some((
+                    DeadLetterKind::NumberOutOfRange,
+                    format!("field {:?} is not a finite 64-bit float", f.name),
+                ));
+            }
+        }
+        None
     }
 
     /// Appends `_partition`, `_offset` and the `date` partition derived from the event time.
@@ -288,19 +345,6 @@ impl JsonDecoder {
     }
 }
 
-/// Maps the decoder's message to the kind of bad input it describes.
-fn classify_arrow_error(message: &str) -> (DeadLetterKind, String) {
-    let lower = message.to_ascii_lowercase();
-    let kind = if lower.contains("null") || lower.contains("missing") {
-        DeadLetterKind::MissingField
-    } else if lower.contains("expected") || lower.contains("parse") || lower.contains("cast") {
-        DeadLetterKind::WrongType
-    } else {
-        DeadLetterKind::InvalidJson
-    };
-    (kind, message.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,7 +362,14 @@ mod tests {
     }
 
     fn decoder(name: &str) -> JsonDecoder {
-        JsonDecoder::new(schemas::event_schema(name).unwrap(), 1024).unwrap()
+        JsonDecoder::new(
+            schemas::event_schema(name).unwrap(),
+            DecodeLimits {
+                max_message_bytes: 1024,
+                ..DecodeLimits::default()
+            },
+        )
+        .unwrap()
     }
 
     const GOOD: &str =
@@ -389,7 +440,7 @@ mod tests {
         );
         assert!(kinds.contains(&(6, DeadLetterKind::Oversized)), "{kinds:?}");
         assert!(
-            kinds.contains(&(8, DeadLetterKind::InvalidJson)),
+            kinds.contains(&(8, DeadLetterKind::MultipleValues)),
             "{kinds:?}"
         );
         assert_eq!(out.dead_letters.len(), 6);
@@ -407,5 +458,46 @@ mod tests {
         let b = out.batch.unwrap();
         let p = b.column_by_name("payload").unwrap().as_string::<i32>();
         assert_eq!(p.value(0), r#"{"a":[1,2]}"#);
+    }
+
+    #[test]
+    fn every_kind_of_bad_input_is_named_exactly() {
+        let d = decoder("telemetry");
+        let corpus = crate::classify::sample_bad_messages();
+        let mut msgs: Vec<RawMessage> = Vec::new();
+        for (i, (_, value)) in corpus.iter().enumerate() {
+            msgs.push(msg(2 * i as i64, GOOD));
+            let mut bad = msg(2 * i as i64 + 1, "");
+            bad.value = value.clone();
+            msgs.push(bad);
+        }
+        let out = d.decode(&msgs).unwrap();
+        assert_eq!(
+            out.batch.unwrap().num_rows(),
+            corpus.len(),
+            "every good neighbour is kept"
+        );
+        let mut got: Vec<_> = out
+            .dead_letters
+            .iter()
+            .map(|d| (d.offset, d.kind))
+            .collect();
+        got.sort();
+        let want: Vec<_> = corpus
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| (2 * i as i64 + 1, *k))
+            .collect();
+        assert_eq!(
+            got,
+            want,
+            "{:#?}",
+            out.dead_letters
+                .iter()
+                .map(|d| &d.message)
+                .collect::<Vec<_>>()
+        );
+        let kinds: std::collections::BTreeSet<_> = corpus.iter().map(|(k, _)| *k).collect();
+        assert_eq!(kinds.len(), 15);
     }
 }

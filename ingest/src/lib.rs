@@ -6,6 +6,7 @@
 //! are positioned from those offsets, so a crash or rebalance neither loses nor duplicates rows.
 
 mod buffer;
+mod classify;
 mod config;
 mod consumer;
 mod dead_letter;
@@ -16,9 +17,10 @@ mod pipeline;
 pub mod prom;
 mod stats;
 
+pub use classify::sample_bad_messages;
 pub use config::{IngestConfig, KafkaConfig, StartOffset};
 pub use dead_letter::{DeadLetter, DeadLetterKind};
-pub use decode::{Decoded, JsonDecoder, RawMessage};
+pub use decode::{DecodeLimits, Decoded, JsonDecoder, RawMessage};
 pub use delta::{DeltaSink, TopicPartition, app_id};
 pub use error::{Error, Result};
 pub use pipeline::Pipeline;

@@ -65,7 +65,7 @@ impl Pipeline {
         for (topic, schema) in &cfg.topics {
             let decoder = Arc::new(JsonDecoder::new(
                 schemas::event_schema(schema)?,
-                cfg.max_message_bytes,
+                cfg.limits()?,
             )?);
             let sink = DeltaSink::open(storage, decoder.table().clone()).await?;
             let topic: Arc<str> = Arc::from(topic.as_str());
