@@ -12,18 +12,6 @@ use crate::{kafka, python, sakura};
 
 const EVENTS: u64 = 1_000_000;
 
-fn counts(flight: u16) -> Result<(i64, i64), String> {
-    let rows = sakura::sql(
-        flight,
-        "SELECT count(*), count(DISTINCT (_partition, _offset)) FROM raw.telemetry",
-    )?;
-    let row = rows.first().ok_or("no rows")?;
-    let mut it = row
-        .split(',')
-        .map(|v| v.parse::<i64>().map_err(|e| e.to_string()));
-    Ok((it.next().ok_or("no count")??, it.next().ok_or("no pairs")??))
-}
-
 #[test]
 fn sigkill_at_random_moments_neither_loses_nor_duplicates() {
     let kills: usize = std::env::var("SAKURA_CRASH_KILLS")
@@ -41,34 +29,14 @@ fn sigkill_at_random_moments_neither_loses_nor_duplicates() {
     tansu.create_topic("telemetry", 8);
     let data = tmp.path().join("data");
     let (flight, http_port) = (free_port(), free_port());
-    let config = tmp.path().join("sakura.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[storage]
-url = "{data}"
-[kafka]
-brokers = "{brokers}"
-group_id = "e2e-crash"
-session_timeout_ms = 6000
-[ingest]
-flush_rows = 20000
-flush_age_ms = 500
-[ingest.topics]
-telemetry = "telemetry"
-[engine]
-refresh_interval_ms = 0
-[flight]
-listen = "127.0.0.1:{flight}"
-[http]
-listen = "127.0.0.1:{http_port}"
-"#,
-            data = data.display(),
-            brokers = tansu.brokers()
-        ),
-    )
-    .unwrap();
+    let config = sakura::write_serve_config(
+        tmp.path(),
+        &format!("[storage]\nurl = \"{}\"", data.display()),
+        &tansu.brokers(),
+        "e2e-crash",
+        20_000,
+        Some((flight, http_port)),
+    );
     let args = ["serve", "--config", config.to_str().unwrap()];
 
     // The stream keeps arriving while the process is being killed.
@@ -109,7 +77,9 @@ listen = "127.0.0.1:{http_port}"
     let mut last = sakura::start("serve-final", &args, &[], http_port, tmp.path());
     let done = wait_for("every event stored", Duration::from_secs(300), || {
         last.assert_running();
-        counts(flight).ok().filter(|(n, _)| *n >= EVENTS as i64)
+        sakura::counts(flight)
+            .ok()
+            .filter(|(n, _)| *n >= EVENTS as i64)
     });
     assert_eq!(
         done,
@@ -117,7 +87,10 @@ listen = "127.0.0.1:{http_port}"
         "loss or duplicates after {kills} SIGKILLs"
     );
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(counts(flight).unwrap(), (EVENTS as i64, EVENTS as i64));
+    assert_eq!(
+        sakura::counts(flight).unwrap(),
+        (EVENTS as i64, EVENTS as i64)
+    );
     let seqs = sakura::sql_count(
         flight,
         "SELECT count(DISTINCT labels['seq']) FROM raw.telemetry",

@@ -40,30 +40,14 @@ fn two_then_three_then_one_member_store_every_event_once() {
     let tansu = Tansu::start(tmp.path());
     tansu.create_topic("telemetry", 8);
     let data = tmp.path().join("data");
-    let config = tmp.path().join("sakura.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[storage]
-url = "{data}"
-[kafka]
-brokers = "{brokers}"
-group_id = "e2e-rebalance"
-session_timeout_ms = 6000
-[ingest]
-flush_rows = 20000
-flush_age_ms = 500
-[ingest.topics]
-telemetry = "telemetry"
-[engine]
-refresh_interval_ms = 0
-"#,
-            data = data.display(),
-            brokers = tansu.brokers()
-        ),
-    )
-    .unwrap();
+    let config = sakura::write_serve_config(
+        tmp.path(),
+        &format!("[storage]\nurl = \"{}\"", data.display()),
+        &tansu.brokers(),
+        "e2e-rebalance",
+        20_000,
+        None,
+    );
 
     let brokers = tansu.brokers();
     let producer = std::thread::spawn(move || {

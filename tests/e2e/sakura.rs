@@ -75,3 +75,53 @@ pub(crate) fn sql_count(port: u16, query: &str) -> Result<i64, String> {
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| format!("no integer in {rows:?}"))
 }
+
+/// Writes a `sakura.toml` for `serve` into `dir`: `storage` is the `[storage]` section(s),
+/// then Kafka (`group`, 6 s session timeout so Tansu's group joins are quick), telemetry only,
+/// flushes of `flush_rows` or 0.5 s, tables re-read on every query, and the listen ports when
+/// given (otherwise the test passes them as environment overrides).
+pub(crate) fn write_serve_config(
+    dir: &Path,
+    storage: &str,
+    brokers: &str,
+    group: &str,
+    flush_rows: usize,
+    ports: Option<(u16, u16)>,
+) -> std::path::PathBuf {
+    let mut text = format!(
+        r#"{storage}
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+session_timeout_ms = 6000
+[ingest]
+flush_rows = {flush_rows}
+flush_age_ms = 500
+[ingest.topics]
+telemetry = "telemetry"
+[engine]
+refresh_interval_ms = 0
+"#
+    );
+    if let Some((flight, http)) = ports {
+        text.push_str(&format!(
+            "[flight]\nlisten = \"127.0.0.1:{flight}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n"
+        ));
+    }
+    let path = dir.join("sakura.toml");
+    std::fs::write(&path, text).expect("write sakura.toml");
+    path
+}
+
+/// `count(*)` and `count(DISTINCT (_partition, _offset))` of `raw.telemetry`.
+pub(crate) fn counts(flight: u16) -> Result<(i64, i64), String> {
+    let rows = sql(
+        flight,
+        "SELECT count(*), count(DISTINCT (_partition, _offset)) FROM raw.telemetry",
+    )?;
+    let row = rows.first().ok_or("no rows")?;
+    let mut it = row
+        .split(',')
+        .map(|v| v.parse::<i64>().map_err(|e| e.to_string()));
+    Ok((it.next().ok_or("no count")??, it.next().ok_or("no pairs")??))
+}

@@ -9,18 +9,6 @@ use crate::procs::{free_port, wait_for};
 use crate::services::{S3Server, Tansu};
 use crate::{python, sakura};
 
-fn counts(flight: u16) -> Result<(i64, i64), String> {
-    let rows = sakura::sql(
-        flight,
-        "SELECT count(*) AS n, count(DISTINCT (_partition, _offset)) AS pairs FROM raw.telemetry",
-    )?;
-    let row = rows.first().ok_or("no rows")?;
-    let mut it = row
-        .split(',')
-        .map(|v| v.parse::<i64>().map_err(|e| e.to_string()));
-    Ok((it.next().ok_or("no count")??, it.next().ok_or("no pairs")??))
-}
-
 #[test]
 fn serve_ingests_exactly_once_across_a_restart_on_s3() {
     let tmp = crate::procs::test_dir();
@@ -30,39 +18,18 @@ fn serve_ingests_exactly_once_across_a_restart_on_s3() {
     tansu.create_topic("telemetry", 4);
 
     let (flight, http_port) = (free_port(), free_port());
-    let config = tmp.path().join("sakura.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[storage]
-url = "s3://lake/sakura"
-[storage.s3]
-endpoint = "{endpoint}"
-allow_http = true
-access_key_id = "test"
-secret_access_key = "test"
-[kafka]
-brokers = "{brokers}"
-group_id = "e2e-exactly-once"
-session_timeout_ms = 6000
-[ingest]
-flush_rows = 50000
-flush_age_ms = 1000
-[ingest.topics]
-telemetry = "telemetry"
-[engine]
-refresh_interval_ms = 0
-[flight]
-listen = "127.0.0.1:{flight}"
-[http]
-listen = "127.0.0.1:{http_port}"
-"#,
-            endpoint = s3.endpoint(),
-            brokers = tansu.brokers()
-        ),
-    )
-    .unwrap();
+    let storage = format!(
+        "[storage]\nurl = \"s3://lake/sakura\"\n[storage.s3]\nendpoint = \"{}\"\nallow_http = true\naccess_key_id = \"test\"\nsecret_access_key = \"test\"",
+        s3.endpoint()
+    );
+    let config = sakura::write_serve_config(
+        tmp.path(),
+        &storage,
+        &tansu.brokers(),
+        "e2e-exactly-once",
+        50_000,
+        Some((flight, http_port)),
+    );
     let args = ["serve", "--config", config.to_str().unwrap()];
 
     produce_telemetry(&tansu.brokers(), 0, 200_000);
@@ -72,7 +39,7 @@ listen = "127.0.0.1:{http_port}"
         Duration::from_secs(240),
         || {
             serve.assert_running();
-            counts(flight).ok().filter(|(n, _)| *n >= 200_000)
+            sakura::counts(flight).ok().filter(|(n, _)| *n >= 200_000)
         },
     );
     assert_eq!(
@@ -98,7 +65,7 @@ listen = "127.0.0.1:{http_port}"
         Duration::from_secs(240),
         || {
             serve.assert_running();
-            counts(flight).ok().filter(|(n, _)| *n >= 250_000)
+            sakura::counts(flight).ok().filter(|(n, _)| *n >= 250_000)
         },
     );
     assert_eq!(
@@ -108,7 +75,7 @@ listen = "127.0.0.1:{http_port}"
     );
     // Nothing arrives late: a few more flush intervals change nothing.
     std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(counts(flight).unwrap(), (250_000, 250_000));
+    assert_eq!(sakura::counts(flight).unwrap(), (250_000, 250_000));
     let seqs = sakura::sql_count(
         flight,
         "SELECT count(DISTINCT labels['seq']) FROM raw.telemetry",
