@@ -35,12 +35,18 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Kafka { .. } => true,
-            Self::Delta { source, .. } => matches!(
+            // Storage trouble surfaces under many variants (an object-store error wrapped in a
+            // Parquet or kernel error, an I/O error, a commit race): retry all but the errors
+            // that say the data or the table itself is wrong, which no retry fixes.
+            Self::Delta { source, .. } => !matches!(
                 **source,
-                DeltaTableError::ObjectStore { .. }
-                    | DeltaTableError::Io { .. }
-                    | DeltaTableError::VersionAlreadyExists(_)
-                    | DeltaTableError::Transaction { .. }
+                DeltaTableError::SchemaMismatch { .. }
+                    | DeltaTableError::InvalidData { .. }
+                    | DeltaTableError::CommitValidation { .. }
+                    | DeltaTableError::MissingFeature { .. }
+                    | DeltaTableError::InvalidTableLocation(_)
+                    | DeltaTableError::NoSchema
+                    | DeltaTableError::UnsupportedColumnMapping { .. }
             ),
             Self::Arrow { .. } | Self::Schema(_) | Self::Config { .. } => false,
         }

@@ -257,7 +257,7 @@ impl Pipeline {
             }
             Err(e) if e.is_retryable() => {
                 IngestStats::add(&self.stats.commit_failures, 1);
-                error!(error = %e, retry_in = ?self.retry_delay, "commit failed; buffer kept");
+                error!(error = %e, retry_in = ?self.retry_delay, "flush failed; buffer kept");
                 self.retry_at = Some(Instant::now() + self.retry_delay);
                 self.retry_delay = (self.retry_delay * 2).min(MAX_RETRY_DELAY);
                 Ok(())

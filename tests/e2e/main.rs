@@ -7,6 +7,7 @@
 
 mod kafka;
 mod procs;
+mod proxy;
 mod python;
 mod sakura;
 mod services;
@@ -14,5 +15,6 @@ mod services;
 mod cli_config;
 mod crash_sigkill;
 mod demo_clients;
+mod object_store_outages;
 mod rebalance;
 mod serve_s3_exactly_once;
