@@ -12,6 +12,7 @@ mod python;
 mod sakura;
 mod services;
 
+mod broker_restarts;
 mod cli_config;
 mod crash_sigkill;
 mod demo_clients;

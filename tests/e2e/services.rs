@@ -11,28 +11,86 @@ pub(crate) struct Tansu {
     /// Killed when dropped.
     _proc: Proc,
     pub(crate) port: u16,
+    storage: String,
+    envs: Vec<(String, String)>,
+    log_dir: std::path::PathBuf,
+    starts: usize,
 }
 
 impl Tansu {
+    /// A broker with in-memory storage.
     pub(crate) fn start(log_dir: &Path) -> Self {
+        Self::start_with_storage(log_dir, "memory://tansu/", &[])
+    }
+
+    /// A broker whose storage survives restarts (e.g. `s3://bucket/` with AWS_* variables).
+    pub(crate) fn start_with_storage(
+        log_dir: &Path,
+        storage: &str,
+        envs: &[(&str, String)],
+    ) -> Self {
         let port = free_port();
+        let envs: Vec<(String, String)> = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        let proc = Self::spawn(log_dir, port, storage, &envs, 0);
+        Self {
+            _proc: proc,
+            port,
+            storage: storage.to_string(),
+            envs,
+            log_dir: log_dir.to_path_buf(),
+            starts: 1,
+        }
+    }
+
+    fn spawn(
+        log_dir: &Path,
+        port: u16,
+        storage: &str,
+        envs: &[(String, String)],
+        n: usize,
+    ) -> Proc {
         let url = format!("tcp://127.0.0.1:{port}");
-        let proc = Proc::spawn(
-            "tansu",
-            Command::new(tool("bin/tansu"))
-                .args([
-                    "broker",
-                    "--listener-url",
-                    &url,
-                    "--advertised-listener-url",
-                    &url,
-                ])
-                .args(["--storage-engine", "memory://tansu/"])
-                .env("RUST_LOG", "warn"),
-            log_dir,
-        );
+        let mut cmd = Command::new(tool("bin/tansu"));
+        cmd.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", storage])
+        .env("RUST_LOG", "warn");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let proc = Proc::spawn(&format!("tansu-{n}"), &mut cmd, log_dir);
         wait_port("tansu to listen", port, Duration::from_secs(30));
-        Self { _proc: proc, port }
+        proc
+    }
+
+    /// Kills the broker (SIGKILL) and starts it again on the same port and storage.
+    pub(crate) fn restart(&mut self, down_for: Duration) {
+        let old = std::mem::replace(
+            &mut self._proc,
+            Proc::spawn(
+                "tansu-placeholder",
+                &mut Command::new("true"),
+                &self.log_dir,
+            ),
+        );
+        drop(old);
+        std::thread::sleep(down_for);
+        self._proc = Self::spawn(
+            &self.log_dir,
+            self.port,
+            &self.storage,
+            &self.envs,
+            self.starts,
+        );
+        self.starts += 1;
     }
 
     pub(crate) fn brokers(&self) -> String {
