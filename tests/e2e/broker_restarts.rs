@@ -56,21 +56,13 @@ fn three_broker_restarts_lose_and_duplicate_nothing() {
         produce_telemetry(&tansu.brokers(), round * ROUND, (round + 1) * ROUND);
     }
     let total = 4 * ROUND as i64;
-    let done = wait_for(
-        "every event after the broker restarts",
+    sakura::assert_exactly_once(
+        &mut serve,
+        flight,
+        total,
         Duration::from_secs(300),
-        || {
-            serve.assert_running();
-            sakura::counts(flight).ok().filter(|(n, _)| *n >= total)
-        },
+        "three broker restarts",
     );
-    assert_eq!(
-        done,
-        (total, total),
-        "loss or duplicates across broker restarts"
-    );
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(sakura::counts(flight).unwrap(), (total, total));
     let status = serve.terminate(Duration::from_secs(60));
     assert!(
         status.success(),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 
-use crate::procs::{Proc, free_port, wait_for};
+use crate::procs::{Proc, free_port};
 use crate::services::Tansu;
 use crate::{kafka, python, sakura};
 
@@ -75,21 +75,12 @@ fn sigkill_at_random_moments_neither_loses_nor_duplicates() {
     );
 
     let mut last = sakura::start("serve-final", &args, &[], http_port, tmp.path());
-    let done = wait_for("every event stored", Duration::from_secs(300), || {
-        last.assert_running();
-        sakura::counts(flight)
-            .ok()
-            .filter(|(n, _)| *n >= EVENTS as i64)
-    });
-    assert_eq!(
-        done,
-        (EVENTS as i64, EVENTS as i64),
-        "loss or duplicates after {kills} SIGKILLs"
-    );
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(
-        sakura::counts(flight).unwrap(),
-        (EVENTS as i64, EVENTS as i64)
+    sakura::assert_exactly_once(
+        &mut last,
+        flight,
+        EVENTS as i64,
+        Duration::from_secs(300),
+        &format!("{kills} SIGKILLs"),
     );
     let seqs = sakura::sql_count(
         flight,

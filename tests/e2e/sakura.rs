@@ -125,3 +125,26 @@ pub(crate) fn counts(flight: u16) -> Result<(i64, i64), String> {
         .map(|v| v.parse::<i64>().map_err(|e| e.to_string()));
     Ok((it.next().ok_or("no count")??, it.next().ok_or("no pairs")??))
 }
+
+/// Waits (up to `timeout`) until `raw.telemetry` holds `total` rows, then asserts it holds
+/// exactly `total` rows with `total` distinct `(_partition, _offset)`, and still does a few
+/// flush intervals later (nothing arrives late).
+pub(crate) fn assert_exactly_once(
+    serve: &mut Proc,
+    flight: u16,
+    total: i64,
+    timeout: Duration,
+    after: &str,
+) {
+    let done = wait_for(&format!("{total} rows after {after}"), timeout, || {
+        serve.assert_running();
+        counts(flight).ok().filter(|(n, _)| *n >= total)
+    });
+    assert_eq!(done, (total, total), "loss or duplicates after {after}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        counts(flight).unwrap(),
+        (total, total),
+        "late rows after {after}"
+    );
+}
