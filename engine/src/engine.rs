@@ -7,7 +7,6 @@ use datafusion::catalog::{
 };
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::TableType;
-use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use schemas::Storage;
 
@@ -92,18 +91,9 @@ impl Engine {
         &self.ctx
     }
 
-    pub fn storage(&self) -> &Storage {
-        &self.storage
-    }
-
     /// Plans a SQL statement.
     pub async fn sql(&self, sql: &str) -> datafusion::error::Result<DataFrame> {
         self.ctx.sql(sql).await
-    }
-
-    /// Plans and runs a SQL statement, returning its result as a stream.
-    pub async fn execute(&self, sql: &str) -> datafusion::error::Result<SendableRecordBatchStream> {
-        self.sql(sql).await?.execute_stream().await
     }
 
     /// Every table of every catalog the session knows, `information_schema` included.

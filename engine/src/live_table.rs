@@ -79,10 +79,6 @@ impl LiveDeltaTable {
         }
     }
 
-    pub fn def(&self) -> &TableDef {
-        &self.def
-    }
-
     /// The provider of the current snapshot (refreshed if stale); `None` while the table does
     /// not exist yet.
     async fn current(&self, session: &dyn Session) -> Result<Option<Arc<dyn TableProvider>>> {

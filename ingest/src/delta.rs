@@ -83,10 +83,6 @@ impl DeltaSink {
         &self.def
     }
 
-    pub fn version(&self) -> Option<u64> {
-        self.table.version()
-    }
-
     /// Refreshes the table and reads the last offset it stores for each of `partitions`.
     pub(crate) async fn stored_offsets(
         &mut self,

@@ -109,11 +109,6 @@ impl IngestStats {
         locked(&self.freshness).insert(table.to_string(), (newest_s, oldest_s));
     }
 
-    /// Rows committed per table so far.
-    pub fn rows_by_table(&self) -> BTreeMap<String, u64> {
-        locked(&self.rows_by_table).clone()
-    }
-
     /// The Prometheus text exposition of every ingest metric.
     pub fn render_prometheus(&self) -> String {
         let s = self.snapshot();

@@ -35,13 +35,7 @@ fn three_broker_restarts_lose_and_duplicate_nothing() {
         10_000,
         Some((flight, http_port)),
     );
-    let mut serve = sakura::start(
-        "serve",
-        &["serve", "--config", config.to_str().unwrap()],
-        &[],
-        http_port,
-        tmp.path(),
-    );
+    let mut serve = sakura::serve("serve", &config, http_port, tmp.path());
 
     produce_telemetry(&tansu.brokers(), 0, ROUND);
     for round in 1..=3 {

@@ -37,7 +37,6 @@ fn sigkill_at_random_moments_neither_loses_nor_duplicates() {
         20_000,
         Some((flight, http_port)),
     );
-    let args = ["serve", "--config", config.to_str().unwrap()];
 
     // The stream keeps arriving while the process is being killed.
     let brokers = tansu.brokers();
@@ -53,7 +52,7 @@ fn sigkill_at_random_moments_neither_loses_nor_duplicates() {
     let started = Instant::now();
     for i in 0..kills {
         let name = format!("serve-{i}");
-        let mut proc: Proc = sakura::start(&name, &args, &[], http_port, tmp.path());
+        let mut proc: Proc = sakura::serve(&name, &config, http_port, tmp.path());
         if i % 4 == 3 {
             // During start-up and the group join.
             std::thread::sleep(Duration::from_millis(rng.random_range(100..3_000)));
@@ -100,7 +99,7 @@ fn sigkill_at_random_moments_neither_loses_nor_duplicates() {
         "{before}"
     );
 
-    let mut last = sakura::start("serve-final", &args, &[], http_port, tmp.path());
+    let mut last = sakura::serve("serve-final", &config, http_port, tmp.path());
     sakura::assert_exactly_once(
         &mut last,
         flight,

@@ -22,10 +22,7 @@ fn three_ten_second_outages_lose_and_duplicate_nothing() {
     let proxy = Proxy::start(s3.port);
 
     let (flight, http_port) = (free_port(), free_port());
-    let storage = format!(
-        "[storage]\nurl = \"s3://lake/sakura\"\n[storage.s3]\nendpoint = \"http://127.0.0.1:{}\"\nallow_http = true\naccess_key_id = \"test\"\nsecret_access_key = \"test\"",
-        proxy.port
-    );
+    let storage = sakura::s3_storage(&format!("http://127.0.0.1:{}", proxy.port));
     let config = sakura::write_serve_config(
         tmp.path(),
         &storage,
@@ -34,13 +31,7 @@ fn three_ten_second_outages_lose_and_duplicate_nothing() {
         20_000,
         Some((flight, http_port)),
     );
-    let mut serve = sakura::start(
-        "serve",
-        &["serve", "--config", config.to_str().unwrap()],
-        &[],
-        http_port,
-        tmp.path(),
-    );
+    let mut serve = sakura::serve("serve", &config, http_port, tmp.path());
 
     let per_round = EVENTS / 3;
     for round in 0..3 {

@@ -148,3 +148,22 @@ pub(crate) fn assert_exactly_once(
         "late rows after {after}"
     );
 }
+
+/// Starts `sakura serve --config <config>` and waits for `/healthz` on `http_port`.
+pub(crate) fn serve(name: &str, config: &Path, http_port: u16, log_dir: &Path) -> Proc {
+    let config = config.to_str().expect("UTF-8 config path");
+    start(
+        name,
+        &["serve", "--config", config],
+        &[],
+        http_port,
+        log_dir,
+    )
+}
+
+/// The `[storage]` sections for bucket `lake` (prefix `sakura`) on the S3 server at `endpoint`.
+pub(crate) fn s3_storage(endpoint: &str) -> String {
+    format!(
+        "[storage]\nurl = \"s3://lake/sakura\"\n[storage.s3]\nendpoint = \"{endpoint}\"\nallow_http = true\naccess_key_id = \"test\"\nsecret_access_key = \"test\""
+    )
+}

@@ -18,10 +18,7 @@ fn serve_ingests_exactly_once_across_a_restart_on_s3() {
     tansu.create_topic("telemetry", 4);
 
     let (flight, http_port) = (free_port(), free_port());
-    let storage = format!(
-        "[storage]\nurl = \"s3://lake/sakura\"\n[storage.s3]\nendpoint = \"{}\"\nallow_http = true\naccess_key_id = \"test\"\nsecret_access_key = \"test\"",
-        s3.endpoint()
-    );
+    let storage = sakura::s3_storage(&s3.endpoint());
     let config = sakura::write_serve_config(
         tmp.path(),
         &storage,
@@ -30,10 +27,9 @@ fn serve_ingests_exactly_once_across_a_restart_on_s3() {
         50_000,
         Some((flight, http_port)),
     );
-    let args = ["serve", "--config", config.to_str().unwrap()];
 
     produce_telemetry(&tansu.brokers(), 0, 200_000);
-    let mut serve = sakura::start("serve-1", &args, &[], http_port, tmp.path());
+    let mut serve = sakura::serve("serve-1", &config, http_port, tmp.path());
     let first = wait_for(
         "200,000 rows over Flight SQL",
         Duration::from_secs(240),
@@ -59,7 +55,7 @@ fn serve_ingests_exactly_once_across_a_restart_on_s3() {
     );
 
     produce_telemetry(&tansu.brokers(), 200_000, 250_000);
-    let mut serve = sakura::start("serve-2", &args, &[], http_port, tmp.path());
+    let mut serve = sakura::serve("serve-2", &config, http_port, tmp.path());
     let second = wait_for(
         "250,000 rows over Flight SQL",
         Duration::from_secs(240),
