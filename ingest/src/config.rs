@@ -63,6 +63,8 @@ pub struct IngestConfig {
     pub min_event_time: String,
     /// Events more than this many seconds in the future go to dead letters.
     pub max_event_time_ahead_s: u64,
+    /// Partitions decoded and encoded to Parquet at once during a flush; 0: one per core.
+    pub writer_threads: usize,
 }
 
 impl Default for IngestConfig {
@@ -83,6 +85,7 @@ impl Default for IngestConfig {
             max_nesting_depth: 32,
             min_event_time: "2000-01-01T00:00:00Z".into(),
             max_event_time_ahead_s: 86_400,
+            writer_threads: 0,
         }
     }
 }
@@ -175,6 +178,14 @@ impl IngestConfig {
         }
         self.limits()?;
         Ok(())
+    }
+
+    /// How many partitions a flush decodes and encodes at once.
+    pub fn writer_threads(&self) -> usize {
+        match self.writer_threads {
+            0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            n => n,
+        }
     }
 
     /// The decoder's limits from this configuration.

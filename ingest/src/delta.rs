@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
-use deltalake::kernel::transaction::CommitProperties;
-use deltalake::kernel::{StructType, Transaction};
-use deltalake::protocol::SaveMode;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Add, StructType, Transaction};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use schemas::{Storage, TableDef};
 
@@ -96,11 +97,22 @@ impl DeltaSink {
         self.table.clone()
     }
 
-    /// Appends `batches` and records `offsets` (the last offset written per topic-partition) in
-    /// the same Delta commit. Returns the committed version.
-    pub async fn commit(
+    /// A writer of new Parquet files for this table (see [`FileWriter::write`]).
+    pub(crate) fn file_writer(&self) -> Result<FileWriter> {
+        let writer = RecordBatchWriter::for_table(&self.table)
+            .map_err(|e| Error::delta(&self.def.table, "failed to start a file writer", e))?;
+        Ok(FileWriter {
+            writer,
+            table: self.def.table.to_string(),
+        })
+    }
+
+    /// Adds `files` to the table and records `offsets` (the last offset written per
+    /// topic-partition) in the same Delta commit, checked for conflicts against the snapshot
+    /// read by the last [`Self::stored_offsets`]. Returns the committed version.
+    pub(crate) async fn commit_files(
         &mut self,
-        batches: Vec<RecordBatch>,
+        files: Vec<Add>,
         offsets: &BTreeMap<TopicPartition, i64>,
     ) -> Result<u64> {
         let txns = offsets
@@ -109,27 +121,66 @@ impl DeltaSink {
                 Transaction::new(app_id(topic, *partition), *offset)
             })
             .collect();
-        let batches = if batches.is_empty() {
-            // A window whose messages were all dead letters still moves the offsets forward.
-            vec![RecordBatch::new_empty(self.def.schema.clone())]
-        } else {
-            batches
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: (!self.def.partition_columns.is_empty())
+                .then(|| self.def.partition_columns.clone()),
+            predicate: None,
         };
-        let table = self
+        let snapshot = self
             .table
-            .clone()
-            .write(batches)
-            .with_save_mode(SaveMode::Append)
-            .with_partition_columns(self.def.partition_columns.clone())
-            .with_commit_properties(CommitProperties::default().with_application_transactions(txns))
-            .await
-            .map_err(|e| Error::delta(&self.def.table, "failed to commit", e))?;
-        self.table = table;
-        self.table
-            .version()
-            .ok_or_else(|| Error::delta(&self.def.table, "commit", DeltaTableError::NotInitialized))
+            .snapshot()
+            .map_err(|e| Error::delta(&self.def.table, "failed to read the snapshot", e))?;
+        // A window whose messages were all dead letters has no files but still moves the
+        // offsets forward.
+        let commit =
+            CommitBuilder::from(CommitProperties::default().with_application_transactions(txns))
+                .with_actions(files.into_iter().map(Action::Add).collect())
+                .build(Some(snapshot), self.table.log_store(), operation)
+                .await
+                .map_err(|e| Error::delta(&self.def.table, "failed to commit", e))?;
+        Ok(commit.version)
     }
 }
+
+/// Writes the Parquet files of one commit's rows from one topic-partition.
+pub(crate) struct FileWriter {
+    writer: RecordBatchWriter,
+    table: String,
+}
+
+impl FileWriter {
+    /// Encodes `batch` (rows cut from topic-partition `tp`) as Parquet files of the table and
+    /// uploads them. The files are not part of the table until [`DeltaSink::commit_files`]
+    /// lands; each carries the topic and partition in its `tags`, which the ingest ledger
+    /// reads. Synchronous (CPU-bound encoding): call it from a blocking thread; `handle`
+    /// drives the uploads.
+    pub(crate) fn write(
+        mut self,
+        handle: &tokio::runtime::Handle,
+        tp: &TopicPartition,
+        batch: RecordBatch,
+    ) -> Result<Vec<Add>> {
+        let writer = &mut self.writer;
+        let mut adds = handle
+            .block_on(async {
+                writer.write(batch).await?;
+                writer.flush().await
+            })
+            .map_err(|e| Error::delta(&self.table, "failed to write files", e))?;
+        for add in &mut adds {
+            let tags = add.tags.get_or_insert_with(Default::default);
+            tags.insert(TAG_TOPIC.into(), Some(tp.0.to_string()));
+            tags.insert(TAG_PARTITION.into(), Some(tp.1.to_string()));
+        }
+        Ok(adds)
+    }
+}
+
+/// `tags` keys of the Parquet files ingest writes: the Kafka topic and partition the rows came
+/// from. Read by the ingest ledger.
+pub const TAG_TOPIC: &str = "sakura.topic";
+pub const TAG_PARTITION: &str = "sakura.partition";
 
 /// Reads, from a fresh view of the table, the last offset stored for each topic-partition.
 pub(crate) async fn stored_offsets(

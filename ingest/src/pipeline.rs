@@ -1,37 +1,30 @@
 //! The ingest main loop: read, buffer, flush to Delta with offsets, repeat.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use schemas::{Storage, TableDef};
+use schemas::Storage;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
+use crate::Result;
 use crate::buffer::Buffer;
 use crate::config::{IngestConfig, KafkaConfig};
 use crate::consumer::{
     IngestConsumer, IngestContext, OffsetTables, Position, create_consumer, seek,
 };
-use crate::dead_letter::dead_letter_batch;
-use crate::decode::{JsonDecoder, RawMessage};
-use crate::delta::{DeltaSink, TopicPartition};
+use crate::decode::RawMessage;
+use crate::delta::TopicPartition;
 use crate::stats::IngestStats;
-use crate::{Error, Result};
-
-struct TopicSink {
-    decoder: Arc<JsonDecoder>,
-    sink: DeltaSink,
-}
+use crate::writer::{TopicMessages, Writer};
 
 /// A running ingest process: one consumer-group member feeding every configured table.
 pub struct Pipeline {
     consumer: IngestConsumer,
-    topics: HashMap<Arc<str>, TopicSink>,
-    dead_letters: DeltaSink,
+    writer: Writer,
     buffer: Buffer,
     cfg: IngestConfig,
     stats: Arc<IngestStats>,
@@ -42,7 +35,7 @@ pub struct Pipeline {
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pipeline")
-            .field("topics", &self.topics.keys().collect::<Vec<_>>())
+            .field("writer", &self.writer)
             .field("buffered_rows", &self.buffer.rows())
             .finish()
     }
@@ -59,20 +52,8 @@ impl Pipeline {
         stats: Arc<IngestStats>,
     ) -> Result<Self> {
         kafka.validate()?;
-        cfg.validate()?;
-        let mut topics = HashMap::new();
-        let mut data_tables = HashMap::new();
-        for (topic, schema) in &cfg.topics {
-            let decoder = Arc::new(JsonDecoder::new(
-                schemas::event_schema(schema)?,
-                cfg.limits()?,
-            )?);
-            let sink = DeltaSink::open(storage, decoder.table().clone()).await?;
-            let topic: Arc<str> = Arc::from(topic.as_str());
-            data_tables.insert(topic.clone(), sink.handle());
-            topics.insert(topic, TopicSink { decoder, sink });
-        }
-        let dead_letters = DeltaSink::open(storage, TableDef::dead_letters()).await?;
+        let writer = Writer::open(cfg, storage, stats.clone()).await?;
+        let data_tables = writer.data_tables();
         let tables = OffsetTables { data: data_tables };
         let context = IngestContext::new(
             tokio::runtime::Handle::current(),
@@ -85,8 +66,7 @@ impl Pipeline {
         info!(topics = ?names, group = %kafka.group_id, storage = %storage.root, "ingest started");
         Ok(Self {
             consumer,
-            topics,
-            dead_letters,
+            writer,
             buffer: Buffer::default(),
             cfg: cfg.clone(),
             stats,
@@ -153,7 +133,7 @@ impl Pipeline {
 
     /// Copies a message out of the consumer's buffer; `None` for topics not configured.
     fn detach(&self, m: &rdkafka::message::BorrowedMessage<'_>) -> Option<RawMessage> {
-        let (topic, _) = self.topics.get_key_value(m.topic())?;
+        let topic = self.writer.topic(m.topic())?;
         Some(RawMessage {
             topic: topic.clone(),
             partition: m.partition(),
@@ -280,105 +260,12 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn flush_topic(
-        &mut self,
-        topic: &Arc<str>,
-        taken: Arc<BTreeMap<TopicPartition, Vec<RawMessage>>>,
-    ) -> Result<()> {
-        let Some(ts) = self.topics.get_mut(topic) else {
-            return Ok(());
-        };
-        // Fencing: re-read what the table holds for these partitions. Anything at or below it
-        // was stored by another member (the partition moved away and back, or a member that
-        // lost it committed late) and is dropped here; Delta's conflict check rejects this
-        // commit if another one touches the same partitions before it lands.
-        let parts: Vec<TopicPartition> = taken.keys().cloned().collect();
-        let stored = ts.sink.stored_offsets(&parts).await?;
-        let taken = drop_stored(taken, &stored, &self.stats);
-        // The offsets this commit records; never one at or below what is stored, so a stored
-        // offset only moves forward.
-        let last: BTreeMap<TopicPartition, i64> = taken
-            .iter()
-            .filter_map(|(tp, msgs)| msgs.last().map(|m| (tp.clone(), m.offset)))
-            .collect();
+    async fn flush_topic(&mut self, topic: &Arc<str>, taken: Arc<TopicMessages>) -> Result<()> {
+        let last = self.writer.write(topic, taken).await?;
         if last.is_empty() {
             return Ok(());
         }
-        let decoder = ts.decoder.clone();
-        let decoded = tokio::task::spawn_blocking(move || {
-            // One batch per partition: decoding is CPU work, kept off the I/O runtime.
-            let mut batches = Vec::with_capacity(taken.len());
-            let mut dead_letters = Vec::new();
-            for msgs in taken.values() {
-                let d = decoder.decode(msgs)?;
-                batches.extend(d.batch);
-                dead_letters.extend(d.dead_letters);
-            }
-            Ok::<_, Error>((batches, dead_letters))
-        })
-        .await
-        .map_err(|e| Error::Arrow {
-            table: topic.to_string(),
-            source: arrow::error::ArrowError::ExternalError(Box::new(e)),
-        })??;
-        let (batches, dead_letters) = decoded;
-
-        // Dead letters first. Their table keeps its own offsets, so after a crash between the
-        // two commits the replay skips the dead letters already stored (ADR 0001).
-        if !dead_letters.is_empty() {
-            let dead_parts: Vec<TopicPartition> = last
-                .keys()
-                .filter(|tp| {
-                    dead_letters
-                        .iter()
-                        .any(|d| d.topic == tp.0 && d.partition == tp.1)
-                })
-                .cloned()
-                .collect();
-            let stored_dead = self.dead_letters.stored_offsets(&dead_parts).await?;
-            let new_dead: Vec<_> = dead_letters
-                .into_iter()
-                .filter(|d| {
-                    stored_dead
-                        .get(&(d.topic.clone(), d.partition))
-                        .is_none_or(|s| d.offset > *s)
-                })
-                .collect();
-            if !new_dead.is_empty() {
-                let offsets: BTreeMap<TopicPartition, i64> = dead_parts
-                    .iter()
-                    .filter_map(|tp| last.get(tp).map(|o| (tp.clone(), *o)))
-                    .collect();
-                let batch = dead_letter_batch(self.dead_letters.def(), &new_dead)?;
-                let version = self.dead_letters.commit(vec![batch], &offsets).await?;
-                for d in &new_dead {
-                    self.stats.dead_letter(d.kind.as_str());
-                }
-                IngestStats::add(&self.stats.commits, 1);
-                debug!(version, rows = new_dead.len(), "dead letters committed");
-            }
-        }
-
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        let Some(ts) = self.topics.get_mut(topic) else {
-            return Ok(());
-        };
-        let times = ts.decoder.time_range(&batches);
-        let started = Instant::now();
-        let version = ts.sink.commit(batches, &last).await?;
-        let table = ts.sink.def().table.to_string();
-        self.stats
-            .committed(&table, rows as u64, started.elapsed().as_secs_f64());
-        if let Some((oldest, newest)) = times {
-            let now = chrono::Utc::now().timestamp_micros();
-            self.stats.set_freshness(
-                &table,
-                (now - newest) as f64 / 1e6,
-                (now - oldest) as f64 / 1e6,
-            );
-        }
         self.consumer.context().stored(&last);
-        debug!(table = %table, version, rows, "committed");
 
         // Kafka's own committed offsets, for lag monitoring only.
         let mut tpl = TopicPartitionList::new();
@@ -390,35 +277,4 @@ impl Pipeline {
         }
         Ok(())
     }
-}
-
-/// Removes, from each partition's messages, those at or below the offset its table already holds.
-fn drop_stored(
-    taken: Arc<BTreeMap<TopicPartition, Vec<RawMessage>>>,
-    stored: &BTreeMap<TopicPartition, i64>,
-    stats: &IngestStats,
-) -> Arc<BTreeMap<TopicPartition, Vec<RawMessage>>> {
-    let already =
-        |tp: &TopicPartition, m: &RawMessage| stored.get(tp).is_some_and(|s| m.offset <= *s);
-    let any = taken
-        .iter()
-        .any(|(tp, msgs)| msgs.first().is_some_and(|m| already(tp, m)));
-    if !any {
-        return taken;
-    }
-    let mut dropped = 0;
-    let kept = taken
-        .iter()
-        .map(|(tp, msgs)| {
-            let keep: Vec<RawMessage> = msgs.iter().filter(|m| !already(tp, m)).cloned().collect();
-            dropped += msgs.len() - keep.len();
-            (tp.clone(), keep)
-        })
-        .collect();
-    warn!(
-        dropped,
-        "messages already stored by another member were dropped before commit"
-    );
-    IngestStats::add(&stats.messages_skipped, dropped as u64);
-    Arc::new(kept)
 }
