@@ -1,9 +1,296 @@
-//! Benchmark programs. Each capability issue adds one that runs our side and a named peer
-//! (DuckDB, a Kafka consumer, ...) in the same run on the same data and prints medians and
-//! ratios. None exists yet: the foundation issue sets no performance figure.
+//! `sakura-bench ingest`: the ingest benchmark of issue 3, our side and the peers in one run.
+//!
+//! 1. Generates an NDJSON telemetry payload (default 5,000,000 events, ~140 bytes each).
+//! 2. **Pipeline stage**: the ingest writer (decode → Arrow → Parquet → Delta commit with
+//!    offsets) fed from the payload in memory, in flush windows over 8 partitions, with 2
+//!    threads — the code path the consumer loop drives, broker out of the picture.
+//! 3. **Peer**: DuckDB converting the same NDJSON file to Parquet with 2 threads.
+//! 4. **Ceiling**: an rdkafka consumer that only reads the topic from Tansu.
+//! 5. **End to end**: `sakura serve` (release build) consuming the whole payload as backlog
+//!    from Tansu into Delta on local disk and on the S3 server; its peak RSS.
+//!
+//! Every figure is the median of `--runs` runs; the table at the end gives the ratios.
 
-fn main() {
+mod e2e;
+mod error;
+mod kafka;
+mod payload;
+mod pipeline;
+mod procs;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sakura-bench",
+    about = "Benchmarks of Sakura Analytics against named peers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The ingest benchmark: pipeline stage vs DuckDB, end to end vs the consume-only ceiling.
+    Ingest(IngestArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct IngestArgs {
+    /// Events in the payload.
+    #[arg(long, default_value_t = 5_000_000)]
+    events: usize,
+    /// Runs of each measurement; the table shows medians.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Threads for the pipeline stage and for DuckDB.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Kafka partitions of the payload topic.
+    #[arg(long, default_value_t = 8)]
+    partitions: i32,
+    /// Rows per flush window of the pipeline stage (ingest.flush_rows).
+    #[arg(long, default_value_t = 200_000)]
+    flush_rows: usize,
+    /// Working directory (payload, tables, logs); emptied first.
+    #[arg(long, default_value = "target/bench/ingest")]
+    dir: PathBuf,
+    /// Directory holding bin/tansu and venv/ (made by scripts/install-test-deps.sh).
+    #[arg(long, default_value = ".tools")]
+    tools: PathBuf,
+    /// Skip the Kafka measurements (ceiling and end to end).
+    #[arg(long)]
+    no_kafka: bool,
+    /// Skip end to end on the S3 server.
+    #[arg(long)]
+    no_s3: bool,
+}
+
+/// A measurement: the elapsed time of each run.
+#[derive(Debug, Default)]
+pub(crate) struct Runs(Vec<Duration>);
+
+impl Runs {
+    pub(crate) fn push(&mut self, d: Duration) {
+        self.0.push(d);
+    }
+
+    pub(crate) fn median(&self) -> Option<Duration> {
+        let mut v = self.0.clone();
+        v.sort();
+        v.get(v.len() / 2).copied()
+    }
+
+    fn rate(&self, events: usize) -> Option<f64> {
+        self.median().map(|d| events as f64 / d.as_secs_f64())
+    }
+
+    fn all(&self) -> String {
+        self.0
+            .iter()
+            .map(|d| format!("{:.2}", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+fn ingest(args: &IngestArgs) -> Result<()> {
+    if args.runs == 0 || args.events == 0 || args.partitions < 1 {
+        return Err(Error::Usage(
+            "--runs, --events and --partitions must be at least 1".into(),
+        ));
+    }
+    if args.dir.exists() {
+        std::fs::remove_dir_all(&args.dir)
+            .map_err(|e| Error::io(format!("failed to empty {}", args.dir.display()), e))?;
+    }
+    std::fs::create_dir_all(&args.dir)
+        .map_err(|e| Error::io(format!("failed to create {}", args.dir.display()), e))?;
+    let tools = std::fs::canonicalize(&args.tools).map_err(|e| {
+        Error::io(
+            format!(
+                "{} not found: run scripts/install-test-deps.sh first",
+                args.tools.display()
+            ),
+            e,
+        )
+    })?;
+
+    let payload = payload::generate(args.events, &args.dir)?;
+    let mb = payload.bytes as f64 / 1e6;
     println!(
-        "sakura-benches: no benchmark programs yet (the ingest, serving and ML issues add them)"
+        "payload: {} events, {:.1} MB ({:.0} bytes/event) in {}",
+        args.events,
+        mb,
+        payload.bytes as f64 / args.events as f64,
+        payload.file.display()
     );
+
+    let mut stage = Runs::default();
+    let mut duck = Runs::default();
+    for run in 1..=args.runs {
+        let d = pipeline::run(&payload, args, run)?;
+        println!(
+            "[{run}/{}] pipeline stage: {:.2} s, {:.0} events/s",
+            args.runs,
+            d.as_secs_f64(),
+            args.events as f64 / d.as_secs_f64()
+        );
+        stage.push(d);
+        let d = pipeline::duckdb(&payload, args, &tools, run)?;
+        println!(
+            "[{run}/{}] duckdb:         {:.2} s, {:.0} events/s",
+            args.runs,
+            d.as_secs_f64(),
+            args.events as f64 / d.as_secs_f64()
+        );
+        duck.push(d);
+    }
+
+    let mut ceiling = Runs::default();
+    let mut local = Runs::default();
+    let mut s3 = Runs::default();
+    let mut peak_rss_kib = 0u64;
+    if !args.no_kafka {
+        let broker = kafka::Broker::start(&tools, &args.dir)?;
+        broker.create_topic("telemetry", args.partitions)?;
+        let produced = kafka::produce(&broker.brokers(), &payload, args.partitions)?;
+        println!(
+            "produced {} events to Tansu in {:.1} s ({:.0}/s)",
+            args.events,
+            produced.as_secs_f64(),
+            args.events as f64 / produced.as_secs_f64()
+        );
+        let s3_server = if args.no_s3 {
+            None
+        } else {
+            Some(e2e::S3Server::start(&tools, &args.dir)?)
+        };
+        for run in 1..=args.runs {
+            let d = kafka::consume_only(&broker.brokers(), args.events, run)?;
+            println!(
+                "[{run}/{}] consume-only ceiling: {:.2} s, {:.0} events/s",
+                args.runs,
+                d.as_secs_f64(),
+                args.events as f64 / d.as_secs_f64()
+            );
+            ceiling.push(d);
+            let r = e2e::run(&broker, None, args, run)?;
+            println!(
+                "[{run}/{}] end to end, local disk: {:.2} s, {:.0} events/s, peak RSS {} MiB",
+                args.runs,
+                r.elapsed.as_secs_f64(),
+                args.events as f64 / r.elapsed.as_secs_f64(),
+                r.peak_rss_kib / 1024
+            );
+            peak_rss_kib = peak_rss_kib.max(r.peak_rss_kib);
+            local.push(r.elapsed);
+            if let Some(s3_server) = &s3_server {
+                let r = e2e::run(&broker, Some(s3_server), args, run)?;
+                println!(
+                    "[{run}/{}] end to end, S3 server: {:.2} s, {:.0} events/s, peak RSS {} MiB",
+                    args.runs,
+                    r.elapsed.as_secs_f64(),
+                    args.events as f64 / r.elapsed.as_secs_f64(),
+                    r.peak_rss_kib / 1024
+                );
+                peak_rss_kib = peak_rss_kib.max(r.peak_rss_kib);
+                s3.push(r.elapsed);
+            }
+        }
+    }
+
+    report(args, mb, &stage, &duck, &ceiling, &local, &s3, peak_rss_kib);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    args: &IngestArgs,
+    mb: f64,
+    stage: &Runs,
+    duck: &Runs,
+    ceiling: &Runs,
+    local: &Runs,
+    s3: &Runs,
+    peak_rss_kib: u64,
+) {
+    let n = args.events;
+    println!();
+    println!(
+        "ingest benchmark: {n} events, {mb:.1} MB, {} partitions, {} threads, medians of {} runs",
+        args.partitions, args.threads, args.runs
+    );
+    println!(
+        "{:<34} {:>12} {:>9} {:>10}  runs (s)",
+        "measurement", "events/s", "MB/s", "median s"
+    );
+    let row = |name: &str, r: &Runs| {
+        if let (Some(rate), Some(d)) = (r.rate(n), r.median()) {
+            println!(
+                "{name:<34} {rate:>12.0} {:>9.1} {:>10.2}  {}",
+                mb / d.as_secs_f64(),
+                d.as_secs_f64(),
+                r.all()
+            );
+        }
+    };
+    row("pipeline stage (sakura)", stage);
+    row("DuckDB NDJSON -> Parquet (peer)", duck);
+    row("consume-only ceiling (rdkafka)", ceiling);
+    row("end to end, Tansu -> local Delta", local);
+    row("end to end, Tansu -> S3 Delta", s3);
+    println!();
+    let ratio = |a: &Runs, b: &Runs| Some(a.rate(n)? / b.rate(n)?);
+    if let Some(r) = ratio(stage, duck) {
+        println!(
+            "pipeline stage / DuckDB:    {r:.2}x  (target >= 1.5x: {})",
+            verdict(r >= 1.5)
+        );
+    }
+    if let Some(r) = ratio(local, ceiling) {
+        println!(
+            "local end to end / ceiling: {:.0}%  (target >= 70%: {})",
+            r * 100.0,
+            verdict(r >= 0.7)
+        );
+    }
+    if let Some(r) = ratio(s3, ceiling) {
+        println!(
+            "S3 end to end / ceiling:    {:.0}%  (target >= 70%: {})",
+            r * 100.0,
+            verdict(r >= 0.7)
+        );
+    }
+    if peak_rss_kib > 0 {
+        let mib = peak_rss_kib as f64 / 1024.0;
+        println!(
+            "peak RSS of sakura serve:   {mib:.0} MiB  (target <= 512 MiB: {})",
+            verdict(mib <= 512.0)
+        );
+    }
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "MISSED" }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let outcome = match &cli.command {
+        Command::Ingest(args) => ingest(args),
+    };
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -10,6 +10,7 @@ use datafusion::datasource::TableType;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use schemas::Storage;
 
+use crate::ledger::IngestLedger;
 use crate::live_table::LiveDeltaTable;
 use crate::{EngineConfig, Error, Result};
 
@@ -70,7 +71,8 @@ impl Engine {
 
         let refresh = Duration::from_millis(cfg.refresh_interval_ms);
         let state = ctx.state();
-        for def in schemas::builtin_tables()? {
+        let builtin = schemas::builtin_tables()?;
+        for def in builtin.clone() {
             let table = Arc::new(LiveDeltaTable::new(def.clone(), storage.clone(), refresh));
             table.refresh(&state).await.map_err(|source| Error::Table {
                 table: def.table.to_string(),
@@ -83,6 +85,10 @@ impl Engine {
                 continue;
             };
             provider.register_table(def.table.name.clone(), table)?;
+        }
+        if let Some((_, system)) = schema_providers.iter().find(|(n, _)| *n == "system") {
+            let ledger = IngestLedger::new(storage.clone(), builtin);
+            system.register_table("ingest_ledger".to_string(), Arc::new(ledger))?;
         }
         Ok(Self { ctx, storage })
     }

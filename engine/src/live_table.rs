@@ -64,6 +64,25 @@ fn read_schema(schema: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// Opens the Delta table of `def`; `None` while nothing has been written to it yet.
+pub(crate) async fn open_existing(storage: &Storage, def: &TableDef) -> Result<Option<DeltaTable>> {
+    let url = storage
+        .table_url(&def.table)
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    // A local table that was never written has no directory yet.
+    if url.to_file_path().is_ok_and(|p| !p.exists()) {
+        return Ok(None);
+    }
+    let mut table = DeltaTableBuilder::from_url(url)
+        .and_then(|b| b.with_storage_options(storage.options.clone()).build())
+        .map_err(|e| delta_err(def, e))?;
+    match table.load().await {
+        Ok(()) => Ok(Some(table)),
+        Err(DeltaTableError::NotATable(_)) => Ok(None),
+        Err(e) => Err(delta_err(def, e)),
+    }
+}
+
 impl LiveDeltaTable {
     pub fn new(def: TableDef, storage: Storage, refresh: Duration) -> Self {
         Self {
@@ -91,22 +110,10 @@ impl LiveDeltaTable {
                     .await
                     .map_err(|e| delta_err(&self.def, e))?,
                 None => {
-                    let url = self
-                        .storage
-                        .table_url(&self.def.table)
-                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                    // A local table that was never written has no directory yet.
-                    if url.to_file_path().is_ok_and(|p| !p.exists()) {
+                    st.table = open_existing(&self.storage, &self.def).await?;
+                    if st.table.is_none() {
                         st.refreshed = Some(Instant::now());
                         return Ok(None);
-                    }
-                    let mut table = DeltaTableBuilder::from_url(url)
-                        .and_then(|b| b.with_storage_options(self.storage.options.clone()).build())
-                        .map_err(|e| delta_err(&self.def, e))?;
-                    match table.load().await {
-                        Ok(()) => st.table = Some(table),
-                        Err(DeltaTableError::NotATable(_)) => {}
-                        Err(e) => return Err(delta_err(&self.def, e)),
                     }
                 }
             }

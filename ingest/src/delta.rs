@@ -11,7 +11,7 @@ use deltalake::kernel::{Action, Add, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
-use schemas::{Storage, TableDef};
+use schemas::{Storage, TAG_PARTITION, TAG_TOPIC, TableDef};
 
 use crate::{Error, Result};
 
@@ -176,11 +176,6 @@ impl FileWriter {
         Ok(adds)
     }
 }
-
-/// `tags` keys of the Parquet files ingest writes: the Kafka topic and partition the rows came
-/// from. Read by the ingest ledger.
-pub const TAG_TOPIC: &str = "sakura.topic";
-pub const TAG_PARTITION: &str = "sakura.partition";
 
 /// Reads, from a fresh view of the table, the last offset stored for each topic-partition.
 pub(crate) async fn stored_offsets(

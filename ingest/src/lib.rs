@@ -22,7 +22,7 @@ pub use classify::sample_bad_messages;
 pub use config::{IngestConfig, KafkaConfig, StartOffset};
 pub use dead_letter::{DeadLetter, DeadLetterKind};
 pub use decode::{DecodeLimits, Decoded, JsonDecoder, RawMessage};
-pub use delta::{DeltaSink, TAG_PARTITION, TAG_TOPIC, TopicPartition, app_id};
+pub use delta::{DeltaSink, TopicPartition, app_id};
 pub use error::{Error, Result};
 pub use pipeline::Pipeline;
 pub use stats::{IngestSnapshot, IngestStats};

@@ -14,6 +14,6 @@ pub use error::{Error, Result};
 pub use layout::{Storage, StorageRoot, table_location};
 pub use schema::{EventSchema, FieldDef, FieldType};
 pub use tables::{
-    COL_DATE, COL_OFFSET, COL_PARTITION, TableDef, TableKind, TableRef, builtin_schemas,
-    builtin_tables, event_schema,
+    COL_DATE, COL_OFFSET, COL_PARTITION, TAG_PARTITION, TAG_TOPIC, TableDef, TableKind, TableRef,
+    builtin_schemas, builtin_tables, event_schema,
 };

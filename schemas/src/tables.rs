@@ -5,6 +5,11 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use crate::{Error, EventSchema, Result};
 
 /// Kafka partition the row was read from.
+/// `tags` keys of every Parquet file ingest commits: the Kafka topic and partition its rows
+/// came from (each file holds rows of one topic-partition). `system.ingest_ledger` reads them.
+pub const TAG_TOPIC: &str = "sakura.topic";
+pub const TAG_PARTITION: &str = "sakura.partition";
+
 pub const COL_PARTITION: &str = "_partition";
 /// Kafka offset the row was read from; `(_partition, _offset)` is unique per table.
 pub const COL_OFFSET: &str = "_offset";

@@ -107,6 +107,7 @@ fn two_then_three_then_one_member_store_every_event_once() {
         [format!("{EVENTS},{EVENTS},{EVENTS}")],
         "loss or duplicates across rebalances"
     );
+    sakura::assert_ledger_tiles(c.flight, EVENTS as i64, "the rebalances");
 
     // Every member committed part of the stream.
     for m in ["member-a", "member-b", "member-c"] {

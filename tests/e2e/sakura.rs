@@ -147,6 +147,38 @@ pub(crate) fn assert_exactly_once(
         (total, total),
         "late rows after {after}"
     );
+    assert_ledger_tiles(flight, total, after);
+}
+
+/// `system.ingest_ledger` agrees with `raw.telemetry`: its files hold `total` rows, and per
+/// Kafka partition their offset ranges tile 0..=last with no gap and no overlap — every
+/// committed file is visible exactly once and none from an interrupted attempt is.
+pub(crate) fn assert_ledger_tiles(flight: u16, total: i64, after: &str) {
+    let rows = sql(
+        flight,
+        "SELECT partition, first_offset, last_offset, rows FROM system.ingest_ledger \
+         WHERE table_name = 'raw.telemetry' ORDER BY partition, first_offset",
+    )
+    .unwrap();
+    let mut next: std::collections::BTreeMap<i64, i64> = Default::default();
+    let mut sum = 0;
+    for row in &rows {
+        let v: Vec<i64> = row.split(',').map(|x| x.parse().unwrap()).collect();
+        let (partition, first, last, n) = (v[0], v[1], v[2], v[3]);
+        let expected = next.get(&partition).copied().unwrap_or(0);
+        assert_eq!(
+            first, expected,
+            "ledger after {after}: partition {partition} has a file starting at {first}, expected {expected}"
+        );
+        assert_eq!(
+            n,
+            last - first + 1,
+            "ledger after {after}: file {row} holds a gap"
+        );
+        next.insert(partition, last + 1);
+        sum += n;
+    }
+    assert_eq!(sum, total, "ledger after {after}: rows of its files");
 }
 
 /// Starts `sakura serve --config <config>` and waits for `/healthz` on `http_port`.

@@ -78,6 +78,7 @@ fn serve_ingests_exactly_once_across_a_restart_on_s3() {
     )
     .unwrap();
     assert_eq!(seqs, 250_000, "every produced event is present once");
+    sakura::assert_ledger_tiles(flight, 250_000, "the restart");
 
     // Outside readers of the S3 table agree.
     let check = python::run(

@@ -1,0 +1,124 @@
+//! The pipeline stage (our side) and its peer, DuckDB, on the same NDJSON payload.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ingest::{IngestConfig, IngestStats, RawMessage, TopicMessages, Writer};
+use schemas::Storage;
+
+use crate::IngestArgs;
+use crate::error::{Error, Result};
+use crate::payload::Payload;
+
+/// The flush windows the consumer loop would hand the writer: `flush_rows` messages each,
+/// spread round-robin over the partitions with consecutive offsets per partition.
+fn windows(payload: &Payload, args: &IngestArgs) -> Vec<Arc<TopicMessages>> {
+    let topic: Arc<str> = Arc::from("telemetry");
+    let parts = args.partitions as usize;
+    payload
+        .messages
+        .chunks(args.flush_rows.max(1))
+        .enumerate()
+        .map(|(w, chunk)| {
+            let mut window: TopicMessages = BTreeMap::new();
+            for (j, m) in chunk.iter().enumerate() {
+                let i = w * args.flush_rows + j;
+                let partition = (i % parts) as i32;
+                window
+                    .entry((topic.clone(), partition))
+                    .or_default()
+                    .push(RawMessage {
+                        topic: topic.clone(),
+                        partition,
+                        offset: (i / parts) as i64,
+                        key: None,
+                        value: Some(m.clone()),
+                    });
+            }
+            Arc::new(window)
+        })
+        .collect()
+}
+
+/// Writes the whole payload through the ingest writer into a fresh local table; returns the
+/// time from the first window to the last commit.
+pub(crate) fn run(payload: &Payload, args: &IngestArgs, run: usize) -> Result<Duration> {
+    let windows = windows(payload, args);
+    let dir = args.dir.join(format!("stage-{run}"));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::io(format!("failed to create {}", dir.display()), e))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("failed to start the runtime", e))?;
+    let stats = Arc::new(IngestStats::default());
+    let cfg = IngestConfig {
+        topics: [("telemetry".to_string(), "telemetry".to_string())].into(),
+        flush_rows: args.flush_rows,
+        writer_threads: args.threads,
+        ..IngestConfig::default()
+    };
+    let storage = Storage::local(&dir)?;
+    let elapsed = rt.block_on(async {
+        let mut writer = Writer::open(&cfg, &storage, stats.clone()).await?;
+        let topic: Arc<str> = Arc::from("telemetry");
+        let started = Instant::now();
+        for w in &windows {
+            writer.write(&topic, w.clone()).await?;
+        }
+        Ok::<_, Error>(started.elapsed())
+    })?;
+    let s = stats.snapshot();
+    if s.rows_committed != payload.messages.len() as u64 || s.dead_letters_committed != 0 {
+        return Err(Error::Failed(format!(
+            "pipeline stage committed {} rows and {} dead letters, expected {} rows",
+            s.rows_committed,
+            s.dead_letters_committed,
+            payload.messages.len()
+        )));
+    }
+    Ok(elapsed)
+}
+
+/// DuckDB (from the test virtualenv) converting the NDJSON file to Parquet.
+pub(crate) fn duckdb(
+    payload: &Payload,
+    args: &IngestArgs,
+    tools: &Path,
+    run: usize,
+) -> Result<Duration> {
+    let out = args.dir.join(format!("duckdb-{run}.parquet"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("duckdb_ndjson.py");
+    let output = Command::new(tools.join("venv/bin/python"))
+        .arg(&script)
+        .arg(&payload.file)
+        .arg(&out)
+        .arg(args.threads.to_string())
+        .output()
+        .map_err(|e| Error::io("failed to run DuckDB (python of the test venv)", e))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(Error::Failed(format!(
+            "DuckDB failed: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    let mut fields = text.split_whitespace();
+    let secs: f64 = fields
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Error::Failed(format!("unexpected DuckDB output: {text}")))?;
+    let rows: usize = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    if rows != payload.messages.len() {
+        return Err(Error::Failed(format!(
+            "DuckDB wrote {rows} rows, expected {}",
+            payload.messages.len()
+        )));
+    }
+    let _ = std::fs::remove_file(&out);
+    Ok(Duration::from_secs_f64(secs))
+}
