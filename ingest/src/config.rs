@@ -65,6 +65,11 @@ pub struct IngestConfig {
     pub max_event_time_ahead_s: u64,
     /// Partitions decoded and encoded to Parquet at once during a flush; 0: one per core.
     pub writer_threads: usize,
+    /// The consumer pauses its partitions while this many messages are buffered (the store is
+    /// slow or down) and resumes once a commit drains them. At least `flush_rows`.
+    pub max_buffered_messages: usize,
+    /// The same cap in message bytes. At least `flush_bytes`.
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for IngestConfig {
@@ -86,6 +91,8 @@ impl Default for IngestConfig {
             min_event_time: "2000-01-01T00:00:00Z".into(),
             max_event_time_ahead_s: 86_400,
             writer_threads: 0,
+            max_buffered_messages: 400_000,
+            max_buffered_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -166,6 +173,24 @@ impl IngestConfig {
         }
         if self.flush_age_ms == 0 {
             return Err(invalid("ingest.flush_age_ms", "must be at least 1"));
+        }
+        if self.max_buffered_messages < self.flush_rows {
+            return Err(invalid(
+                "ingest.max_buffered_messages",
+                format!(
+                    "{} is below ingest.flush_rows = {}: a flush could never start",
+                    self.max_buffered_messages, self.flush_rows
+                ),
+            ));
+        }
+        if self.max_buffered_bytes < self.flush_bytes {
+            return Err(invalid(
+                "ingest.max_buffered_bytes",
+                format!(
+                    "{} is below ingest.flush_bytes = {}: a flush could never start",
+                    self.max_buffered_bytes, self.flush_bytes
+                ),
+            ));
         }
         if self.max_message_bytes == 0 {
             return Err(invalid("ingest.max_message_bytes", "must be at least 1"));

@@ -30,6 +30,8 @@ pub struct Pipeline {
     stats: Arc<IngestStats>,
     retry_at: Option<Instant>,
     retry_delay: Duration,
+    /// `Some(rebalance count when paused)` while the partitions are paused.
+    paused: Option<u64>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -72,6 +74,7 @@ impl Pipeline {
             stats,
             retry_at: None,
             retry_delay: Duration::from_millis(200),
+            paused: None,
         })
     }
 
@@ -84,10 +87,12 @@ impl Pipeline {
             if *shutdown.borrow() {
                 break;
             }
-            // Bounded memory: stop reading while the buffer is far over its flush size (the
-            // store is slow or down); heartbeats continue on librdkafka's own thread.
-            let full = self.buffer.rows() >= 2 * self.cfg.flush_rows
-                || self.buffer.bytes() >= 2 * self.cfg.flush_bytes;
+            // Bounded memory: while the buffer is at its cap (the store is slow or down) the
+            // partitions are paused, so neither this buffer nor librdkafka's prefetch queue
+            // grows; heartbeats continue on librdkafka's own thread.
+            let full = self.buffer.rows() >= self.cfg.max_buffered_messages
+                || self.buffer.bytes() >= self.cfg.max_buffered_bytes;
+            self.set_paused(full);
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => {}
@@ -129,6 +134,49 @@ impl Pipeline {
         self.consumer.unsubscribe();
         info!("ingest stopped");
         Ok(())
+    }
+
+    /// Pauses every assigned partition when `full`, resumes them when not. Partitions assigned
+    /// while paused are paused on the next call.
+    fn set_paused(&mut self, full: bool) {
+        IngestStats::set(&self.stats.buffered_messages, self.buffer.rows() as u64);
+        IngestStats::set(&self.stats.buffered_bytes, self.buffer.bytes() as u64);
+        let rebalances = self
+            .stats
+            .rebalances
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let want = full.then_some(rebalances);
+        if want == self.paused {
+            return;
+        }
+        let assignment = match self.consumer.assignment() {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "cannot read the assignment to pause or resume it");
+                return;
+            }
+        };
+        let done = if full {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
+        match done {
+            Ok(()) => {
+                if full && self.paused.is_none() {
+                    IngestStats::add(&self.stats.pauses, 1);
+                    warn!(
+                        buffered = self.buffer.rows(),
+                        bytes = self.buffer.bytes(),
+                        "buffer full (the store is slow or down): partitions paused"
+                    );
+                } else if !full {
+                    info!("buffer drained: partitions resumed");
+                }
+                self.paused = want;
+            }
+            Err(e) => warn!(error = %e, "pausing or resuming partitions failed; will retry"),
+        }
     }
 
     /// Copies a message out of the consumer's buffer; `None` for topics not configured.

@@ -20,6 +20,11 @@ pub struct IngestStats {
     pub commits: AtomicU64,
     pub commit_failures: AtomicU64,
     pub rebalances: AtomicU64,
+    /// Times the consumer paused its partitions because the buffer was full.
+    pub pauses: AtomicU64,
+    /// Messages and bytes read but not yet committed (gauges).
+    pub buffered_messages: AtomicU64,
+    pub buffered_bytes: AtomicU64,
     rows_by_table: Mutex<BTreeMap<String, u64>>,
     dead_letters_by_kind: Mutex<BTreeMap<&'static str, u64>>,
     commit_seconds: Histogram,
@@ -40,6 +45,9 @@ impl Default for IngestStats {
             commits: AtomicU64::new(0),
             commit_failures: AtomicU64::new(0),
             rebalances: AtomicU64::new(0),
+            pauses: AtomicU64::new(0),
+            buffered_messages: AtomicU64::new(0),
+            buffered_bytes: AtomicU64::new(0),
             rows_by_table: Mutex::default(),
             dead_letters_by_kind: Mutex::default(),
             commit_seconds: Histogram::new(COMMIT_SECONDS),
@@ -87,6 +95,10 @@ impl IngestStats {
     }
 
     /// Records a commit of `rows` rows to `table` that took `seconds`.
+    pub(crate) fn set(gauge: &AtomicU64, n: u64) {
+        gauge.store(n, Ordering::Relaxed);
+    }
+
     pub(crate) fn committed(&self, table: &str, rows: u64, seconds: f64) {
         Self::add(&self.rows_committed, rows);
         Self::add(&self.commits, 1);
@@ -177,6 +189,27 @@ impl IngestStats {
             "Consumer-group rebalances seen.",
             s.rebalances,
         );
+        prom::counter(
+            &mut out,
+            "sakura_ingest_pauses_total",
+            "Times the consumer paused its partitions because the buffer reached ingest.max_buffered_messages or ingest.max_buffered_bytes (the store is slow or down).",
+            self.pauses.load(Ordering::Relaxed),
+        );
+        for (name, help, value) in [
+            (
+                "sakura_ingest_buffered_messages",
+                "Messages read but not yet committed.",
+                &self.buffered_messages,
+            ),
+            (
+                "sakura_ingest_buffered_bytes",
+                "Bytes of messages read but not yet committed.",
+                &self.buffered_bytes,
+            ),
+        ] {
+            prom::header(&mut out, name, "gauge", help);
+            prom::sample(&mut out, name, &[], value.load(Ordering::Relaxed));
+        }
         self.commit_seconds.render(
             &mut out,
             "sakura_ingest_commit_duration_seconds",

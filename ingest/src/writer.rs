@@ -122,6 +122,7 @@ impl Writer {
         }
 
         // Decode, encode and upload each partition on its own blocking thread.
+        let started = Instant::now();
         let handle = tokio::runtime::Handle::current();
         let mut tasks = JoinSet::new();
         for tp in last.keys() {
@@ -179,7 +180,6 @@ impl Writer {
         let Some(ts) = self.topics.get_mut(topic) else {
             return Ok(BTreeMap::new());
         };
-        let started = Instant::now();
         let version = ts.sink.commit_files(files, &last).await?;
         let table = ts.sink.def().table.to_string();
         self.stats

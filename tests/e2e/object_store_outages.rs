@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::kafka::produce_telemetry;
-use crate::procs::free_port;
+use crate::procs::{free_port, http};
 use crate::proxy::Proxy;
 use crate::services::{S3Server, Tansu};
 use crate::{python, sakura};
@@ -31,6 +31,12 @@ fn three_ten_second_outages_lose_and_duplicate_nothing() {
         20_000,
         Some((flight, http_port)),
     );
+    // A small buffer cap, so each outage fills it and the consumer has to pause.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "flush_rows = 20000",
+        "flush_rows = 20000\nmax_buffered_messages = 40000",
+    );
+    std::fs::write(&config, text).unwrap();
     let mut serve = sakura::serve("serve", &config, http_port, tmp.path());
 
     let per_round = EVENTS / 3;
@@ -53,6 +59,18 @@ fn three_ten_second_outages_lose_and_duplicate_nothing() {
     assert!(
         log.contains("flush failed; buffer kept"),
         "the outages did not hit a commit:\n{log}"
+    );
+    // Backpressure: the buffer stopped at its cap and the partitions were paused, then resumed.
+    let (_, metrics) = http("GET", http_port, "/metrics").unwrap();
+    let pauses: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sakura_ingest_pauses_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(pauses >= 1, "the consumer never paused:\n{metrics}");
+    assert!(
+        log.contains("partitions resumed"),
+        "the partitions were not resumed:\n{log}"
     );
 
     let check = python::run(
