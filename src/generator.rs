@@ -297,9 +297,10 @@ mod tests {
         let recs = g.next_tick();
         let telemetry: Vec<_> = recs.iter().filter(|r| r.topic == "telemetry").collect();
         assert_eq!(telemetry.len(), 30 * METRICS.len());
-        let decoder = ingest::JsonDecoder::new(
+        let decoder = ingest::EventDecoder::new(
             schemas::event_schema("telemetry").unwrap(),
             ingest::DecodeLimits::default(),
+            ingest::Format::Json,
         )
         .unwrap();
         let msgs: Vec<_> = telemetry

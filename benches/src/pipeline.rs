@@ -57,7 +57,7 @@ pub(crate) fn run(payload: &Payload, args: &IngestArgs, run: usize) -> Result<Du
         .map_err(|e| Error::io("failed to start the runtime", e))?;
     let stats = Arc::new(IngestStats::default());
     let cfg = IngestConfig {
-        topics: [("telemetry".to_string(), "telemetry".to_string())].into(),
+        topics: [("telemetry".to_string(), "telemetry".into())].into(),
         flush_rows: args.flush_rows,
         writer_threads: args.threads,
         ..IngestConfig::default()

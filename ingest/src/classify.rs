@@ -149,6 +149,19 @@ pub(crate) fn classify(bytes: &[u8], schema: &EventSchema, decoder_error: &str) 
             }
         }
     }
+    // Strict decoding (evolution = "add_fields" or "dead_letter") names a field the schema
+    // lacks as "column 'x' missing from schema".
+    if let Some(name) = decoder_error
+        .split("column '")
+        .nth(1)
+        .and_then(|rest| rest.split_once("' missing from schema"))
+        .map(|(name, _)| name)
+    {
+        return (
+            DeadLetterKind::UnknownField,
+            format!("field {name:?} is not in schema {}", schema.name),
+        );
+    }
     (DeadLetterKind::SchemaMismatch, decoder_error.to_string())
 }
 

@@ -42,13 +42,91 @@ impl Default for KafkaConfig {
     }
 }
 
+/// How a topic's message values are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One JSON object per message.
+    #[default]
+    Json,
+    /// One Protobuf message per message, of the schema's type in `schemas/proto/`.
+    Protobuf,
+}
+
+/// What happens to a top-level field a message carries that its schema does not declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Evolution {
+    /// The field is not stored; the rest of the message is (schemas are contracts, and
+    /// producers may add fields for other consumers).
+    #[default]
+    Ignore,
+    /// The field becomes a new nullable column of the table (Delta schema evolution), typed by
+    /// its first value: string, integer, float, boolean, or JSON text for objects and arrays.
+    /// A later value of another type sends its message to dead letters (`wrong_type`).
+    AddFields,
+    /// The message goes to dead letters (`unknown_field`).
+    DeadLetter,
+}
+
+/// One entry of `[ingest.topics]`: the schema name alone (JSON messages), or a table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum TopicConfig {
+    /// `topic = "telemetry"`.
+    Schema(String),
+    /// `topic = { schema = "telemetry", format = "protobuf" }`.
+    Settings(TopicSettings),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSettings {
+    /// The event schema (`telemetry`, `logs` or `events`); the table is `raw.<schema>`.
+    pub schema: String,
+    #[serde(default)]
+    pub format: Format,
+    /// Fields the schema does not declare (JSON topics; a Protobuf message's type is fixed).
+    #[serde(default)]
+    pub evolution: Evolution,
+}
+
+impl TopicConfig {
+    pub fn schema(&self) -> &str {
+        match self {
+            Self::Schema(s) => s,
+            Self::Settings(t) => &t.schema,
+        }
+    }
+
+    pub fn format(&self) -> Format {
+        match self {
+            Self::Schema(_) => Format::Json,
+            Self::Settings(t) => t.format,
+        }
+    }
+
+    pub fn evolution(&self) -> Evolution {
+        match self {
+            Self::Schema(_) => Evolution::Ignore,
+            Self::Settings(t) => t.evolution,
+        }
+    }
+}
+
+impl From<&str> for TopicConfig {
+    fn from(schema: &str) -> Self {
+        Self::Schema(schema.to_string())
+    }
+}
+
 /// `[ingest]`: which topics go to which tables and when buffers are flushed.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IngestConfig {
-    /// Topic name → event schema name (`telemetry`, `logs` or `events`); the schema decides
-    /// the table (`raw.<schema>`).
-    pub topics: BTreeMap<String, String>,
+    /// Topic name → event schema name (`telemetry`, `logs` or `events`) and message format;
+    /// the schema decides the table (`raw.<schema>`).
+    pub topics: BTreeMap<String, TopicConfig>,
     /// Flush when this many rows are buffered.
     pub flush_rows: usize,
     /// Flush when this many message bytes are buffered.
@@ -81,7 +159,7 @@ impl Default for IngestConfig {
                 ("events", "events"),
             ]
             .into_iter()
-            .map(|(t, s)| (t.to_string(), s.to_string()))
+            .map(|(t, s)| (t.to_string(), TopicConfig::from(s)))
             .collect(),
             flush_rows: 200_000,
             flush_bytes: 64 * 1024 * 1024,
@@ -153,10 +231,21 @@ impl IngestConfig {
             ));
         }
         let mut seen = BTreeMap::new();
-        for (topic, schema) in &self.topics {
+        for (topic, entry) in &self.topics {
+            let schema = entry.schema();
             schemas::event_schema(schema)
                 .map_err(|e| invalid(&format!("ingest.topics.{topic}"), e.to_string()))?;
-            if let Some(other) = seen.insert(schema.clone(), topic.clone()) {
+            if entry.format() == Format::Protobuf {
+                schemas::proto_message(schema)
+                    .map_err(|e| invalid(&format!("ingest.topics.{topic}"), e.to_string()))?;
+                if entry.evolution() == Evolution::AddFields {
+                    return Err(invalid(
+                        &format!("ingest.topics.{topic}.evolution"),
+                        "add_fields applies to JSON topics; a Protobuf topic's fields are those of its .proto message",
+                    ));
+                }
+            }
+            if let Some(other) = seen.insert(schema.to_string(), topic.clone()) {
                 return Err(invalid(
                     &format!("ingest.topics.{topic}"),
                     format!(

@@ -46,10 +46,15 @@ pub enum DeadLetterKind {
     NumberOutOfRange,
     /// Rejected by the decoder for a reason none of the above names.
     SchemaMismatch,
+    /// Not a valid Protobuf message of the topic's type.
+    InvalidProtobuf,
+    /// Carries a field its schema does not declare (topics with `evolution = "dead_letter"`,
+    /// or a name reserved for ingest columns under `add_fields`).
+    UnknownField,
 }
 
 impl DeadLetterKind {
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 18] = [
         Self::InvalidJson,
         Self::TruncatedJson,
         Self::NotAnObject,
@@ -66,6 +71,8 @@ impl DeadLetterKind {
         Self::TimestampOutOfRange,
         Self::NumberOutOfRange,
         Self::SchemaMismatch,
+        Self::InvalidProtobuf,
+        Self::UnknownField,
     ];
 
     /// The name stored in `raw.dead_letters.error_kind`.
@@ -87,6 +94,8 @@ impl DeadLetterKind {
             Self::TimestampOutOfRange => "timestamp_out_of_range",
             Self::NumberOutOfRange => "number_out_of_range",
             Self::SchemaMismatch => "schema_mismatch",
+            Self::InvalidProtobuf => "invalid_protobuf",
+            Self::UnknownField => "unknown_field",
         }
     }
 }

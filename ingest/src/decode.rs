@@ -1,4 +1,5 @@
-//! JSON messages → Arrow rows of a table, and dead letters for what cannot be decoded.
+//! Messages (JSON, or Protobuf transcoded to JSON) → Arrow rows of a table, and dead letters
+//! for what cannot be decoded.
 
 use std::sync::Arc;
 
@@ -9,9 +10,12 @@ use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
 use arrow_json::ReaderBuilder;
 use arrow_json::reader::Decoder;
-use schemas::{EventSchema, FieldType, TableDef};
+use schemas::{EventSchema, FieldDef, FieldType, TableDef};
+
+use prost_reflect::{DynamicMessage, MessageDescriptor, SerializeOptions};
 
 use crate::classify::{Verdict, classify, nesting_exceeds};
+use crate::config::Format;
 use crate::dead_letter::{DeadLetter, DeadLetterKind};
 use crate::{Error, Result};
 
@@ -29,8 +33,13 @@ pub struct RawMessage {
 
 /// Decodes messages of one event schema into rows of its table.
 #[derive(Debug)]
-pub struct JsonDecoder {
+pub struct EventDecoder {
     schema: Arc<EventSchema>,
+    /// The message type when the topic carries Protobuf; `None` for JSON.
+    proto: Option<MessageDescriptor>,
+    /// Whether a field the schema lacks fails the message (`unknown_field`) instead of being
+    /// ignored.
+    strict: bool,
     decode_schema: SchemaRef,
     table: TableDef,
     time_index: usize,
@@ -66,8 +75,30 @@ pub struct Decoded {
     pub dead_letters: Vec<DeadLetter>,
 }
 
-impl JsonDecoder {
-    pub fn new(schema: Arc<EventSchema>, limits: DecodeLimits) -> Result<Self> {
+fn schema_lacks(schema: &EventSchema, f: &FieldDef) -> bool {
+    schema.field(&f.name).is_none()
+}
+
+/// The JSON mapping of one Protobuf message of type `desc`.
+fn transcode(desc: &MessageDescriptor, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let message = DynamicMessage::decode(desc.clone(), bytes).map_err(|e| e.to_string())?;
+    let options = SerializeOptions::new()
+        .use_proto_field_name(true)
+        .stringify_64_bit_integers(false)
+        .skip_default_fields(true);
+    let mut out = serde_json::Serializer::new(Vec::with_capacity(bytes.len() * 2));
+    message
+        .serialize_with_options(&mut out, &options)
+        .map_err(|e| e.to_string())?;
+    Ok(out.into_inner())
+}
+
+impl EventDecoder {
+    pub fn new(schema: Arc<EventSchema>, limits: DecodeLimits, format: Format) -> Result<Self> {
+        let proto = match format {
+            Format::Json => None,
+            Format::Protobuf => Some(schemas::proto_message(&schema.name)?),
+        };
         let decode_schema = schema.arrow_schema();
         let time_index = decode_schema
             .index_of(&schema.time_column)
@@ -78,10 +109,41 @@ impl JsonDecoder {
         Ok(Self {
             table: TableDef::for_events(schema.clone()),
             schema,
+            proto,
+            strict: false,
             decode_schema,
             time_index,
             limits,
         })
+    }
+
+    /// Makes fields the schema lacks fail their message (`unknown_field`) instead of being
+    /// ignored.
+    pub fn with_strict(mut self, strict: bool) -> Self {
+        self.strict = strict;
+        self
+    }
+
+    /// This decoder with `extra` fields appended to its schema (schema evolution).
+    pub fn with_fields(&self, extra: &[FieldDef]) -> Result<Self> {
+        let mut schema = (*self.schema).clone();
+        schema.fields.extend(
+            extra
+                .iter()
+                .filter(|f| schema_lacks(&self.schema, f))
+                .cloned(),
+        );
+        let format = if self.proto.is_some() {
+            Format::Protobuf
+        } else {
+            Format::Json
+        };
+        Ok(Self::new(Arc::new(schema), self.limits, format)?.with_strict(self.strict))
+    }
+
+    /// The event schema, with any fields added by evolution.
+    pub fn schema(&self) -> &EventSchema {
+        &self.schema
     }
 
     pub fn table(&self) -> &TableDef {
@@ -105,6 +167,7 @@ impl JsonDecoder {
     fn new_decoder(&self, rows: usize) -> Result<Decoder> {
         ReaderBuilder::new(self.decode_schema.clone())
             .with_batch_size(rows.max(1) + 1)
+            .with_strict_mode(self.strict)
             .build_decoder()
             .map_err(|source| self.arrow_err(source))
     }
@@ -118,6 +181,41 @@ impl JsonDecoder {
 
     /// Decodes `messages`; every message ends up either as a row or as a dead letter.
     pub fn decode(&self, messages: &[RawMessage]) -> Result<Decoded> {
+        let Some(proto) = &self.proto else {
+            return self.decode_json(messages);
+        };
+        // Protobuf: transcode each message to its JSON mapping (field names as in the .proto,
+        // 64-bit integers as numbers, unset fields left out) and decode that, so every check
+        // of the JSON path applies. Dead letters carry the original bytes.
+        let mut json = Vec::with_capacity(messages.len());
+        let mut dead_letters = Vec::new();
+        for m in messages {
+            match m.value.as_deref().map(|v| transcode(proto, v)).transpose() {
+                Ok(value) => json.push(RawMessage { value, ..m.clone() }),
+                Err(e) => dead_letters.push(DeadLetter::new(
+                    m,
+                    DeadLetterKind::InvalidProtobuf,
+                    format!("not a valid {} Protobuf message: {e}", proto.full_name()),
+                )),
+            }
+        }
+        let mut decoded = self.decode_json(&json)?;
+        if !decoded.dead_letters.is_empty() {
+            let original: std::collections::HashMap<(i32, i64), &RawMessage> = messages
+                .iter()
+                .map(|m| ((m.partition, m.offset), m))
+                .collect();
+            for d in &mut decoded.dead_letters {
+                if let Some(m) = original.get(&(d.partition, d.offset)) {
+                    d.value.clone_from(&m.value);
+                }
+            }
+        }
+        decoded.dead_letters.extend(dead_letters);
+        Ok(decoded)
+    }
+
+    fn decode_json(&self, messages: &[RawMessage]) -> Result<Decoded> {
         let mut dead_letters = Vec::new();
         let mut good: Vec<&RawMessage> = Vec::with_capacity(messages.len());
         for m in messages {
@@ -361,13 +459,14 @@ mod tests {
         }
     }
 
-    fn decoder(name: &str) -> JsonDecoder {
-        JsonDecoder::new(
+    fn decoder(name: &str) -> EventDecoder {
+        EventDecoder::new(
             schemas::event_schema(name).unwrap(),
             DecodeLimits {
                 max_message_bytes: 1024,
                 ..DecodeLimits::default()
             },
+            Format::Json,
         )
         .unwrap()
     }
@@ -499,5 +598,130 @@ mod tests {
         );
         let kinds: std::collections::BTreeSet<_> = corpus.iter().map(|(k, _)| *k).collect();
         assert_eq!(kinds.len(), 15);
+    }
+
+    /// A `sakura.v1.Telemetry` message with `ts` and the given string/double fields set.
+    fn telemetry_pb(ts_s: i64, fields: &[(&str, prost_reflect::Value)]) -> Vec<u8> {
+        use prost::Message;
+        use prost_reflect::{DynamicMessage, Value};
+        let desc = schemas::proto_message("telemetry").unwrap();
+        let mut m = DynamicMessage::new(desc.clone());
+        let ts_desc = desc
+            .get_field_by_name("ts")
+            .unwrap()
+            .kind()
+            .as_message()
+            .unwrap()
+            .clone();
+        let mut ts = DynamicMessage::new(ts_desc);
+        ts.set_field_by_name("seconds", Value::I64(ts_s));
+        ts.set_field_by_name("nanos", Value::I32(250_000_000));
+        m.set_field_by_name("ts", Value::Message(ts));
+        for (name, v) in fields {
+            m.set_field_by_name(name, v.clone());
+        }
+        m.encode_to_vec()
+    }
+
+    #[test]
+    fn protobuf_messages_become_rows_and_bad_ones_dead_letters_with_their_bytes() {
+        use prost_reflect::{MapKey, Value};
+        let d = EventDecoder::new(
+            schemas::event_schema("telemetry").unwrap(),
+            DecodeLimits::default(),
+            Format::Protobuf,
+        )
+        .unwrap();
+        let s = |v: &str| Value::String(v.to_string());
+        let labels = Value::Map([(MapKey::String("env".into()), s("prod"))].into());
+        let good = telemetry_pb(
+            1_764_374_400,
+            &[
+                ("host", s("web-01")),
+                ("service", s("web")),
+                ("metric", s("cpu_pct")),
+                // A default value that was set is a value, not a missing field.
+                ("value", Value::F64(0.0)),
+                ("labels", labels),
+            ],
+        );
+        let no_host = telemetry_pb(
+            1_764_374_400,
+            &[
+                ("service", s("web")),
+                ("metric", s("cpu_pct")),
+                ("value", Value::F64(1.0)),
+            ],
+        );
+        let garbage = b"\xff\xff\xff\xff not protobuf".to_vec();
+        let raw = |offset, v: &Vec<u8>| RawMessage {
+            value: Some(v.clone()),
+            ..msg(offset, "")
+        };
+        let out = d
+            .decode(&[
+                raw(0, &good),
+                raw(1, &no_host),
+                raw(2, &garbage),
+                raw(3, &good),
+            ])
+            .unwrap();
+        let b = out.batch.unwrap();
+        assert_eq!(b.num_rows(), 2);
+        let ts = b
+            .column_by_name("ts")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        assert_eq!(ts.value(0), 1_764_374_400_250_000);
+        assert_eq!(
+            b.column_by_name("host")
+                .unwrap()
+                .as_string::<i32>()
+                .value(0),
+            "web-01"
+        );
+        assert_eq!(
+            b.column_by_name("value")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::Float64Type>()
+                .value(0),
+            0.0
+        );
+        assert_eq!(
+            b.column_by_name("region").unwrap().null_count(),
+            2,
+            "unset optional field is null"
+        );
+        let offsets = b
+            .column_by_name("_offset")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        assert_eq!((offsets.value(0), offsets.value(1)), (0, 3));
+
+        let mut dl = out.dead_letters.clone();
+        dl.sort_by_key(|d| d.offset);
+        assert_eq!(dl.len(), 2, "{dl:?}");
+        assert_eq!(
+            (dl[0].offset, dl[0].kind),
+            (1, DeadLetterKind::MissingField),
+            "{}",
+            dl[0].message
+        );
+        assert!(dl[0].message.contains("host"), "{}", dl[0].message);
+        assert_eq!(
+            dl[0].value.as_ref(),
+            Some(&no_host),
+            "the original Protobuf bytes are kept"
+        );
+        assert_eq!(
+            (dl[1].offset, dl[1].kind),
+            (2, DeadLetterKind::InvalidProtobuf)
+        );
+        assert!(
+            dl[1].message.contains("sakura.v1.Telemetry"),
+            "{}",
+            dl[1].message
+        );
+        assert_eq!(dl[1].value.as_ref(), Some(&garbage));
     }
 }

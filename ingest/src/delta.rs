@@ -11,7 +11,9 @@ use deltalake::kernel::{Action, Add, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
-use schemas::{Storage, TAG_PARTITION, TAG_TOPIC, TableDef};
+use schemas::{EventSchema, FieldDef, Storage, TAG_PARTITION, TAG_TOPIC, TableDef};
+
+use crate::evolve;
 
 use crate::{Error, Result};
 
@@ -95,6 +97,49 @@ impl DeltaSink {
     /// A second handle on the same table, for readers that refresh on their own.
     pub fn handle(&self) -> DeltaTable {
         self.table.clone()
+    }
+
+    /// The table's columns that are not in `base` or the ingest columns: fields added by
+    /// schema evolution.
+    pub(crate) fn added_fields(&self, base: &EventSchema) -> Result<Vec<FieldDef>> {
+        let snapshot = self
+            .table
+            .snapshot()
+            .map_err(|e| Error::delta(&self.def.table, "failed to read the snapshot", e))?;
+        Ok(snapshot
+            .schema()
+            .fields()
+            .filter(|f| base.field(f.name()).is_none() && !evolve::reserved(f.name()))
+            .filter_map(evolve::from_delta)
+            .collect())
+    }
+
+    /// Adds `fields` to the table as nullable columns (one metadata commit). Succeeds too when
+    /// another process added them first.
+    pub(crate) async fn add_fields(&mut self, fields: &[FieldDef]) -> Result<()> {
+        let columns: Vec<_> = fields.iter().map(evolve::to_delta).collect();
+        match self.table.clone().add_columns().with_fields(columns).await {
+            Ok(table) => {
+                self.table = table;
+                Ok(())
+            }
+            Err(e) => {
+                self.table
+                    .update_incremental(None)
+                    .await
+                    .map_err(|e| Error::delta(&self.def.table, "failed to refresh", e))?;
+                let have = self
+                    .table
+                    .snapshot()
+                    .map_err(|e| Error::delta(&self.def.table, "failed to read the snapshot", e))?
+                    .schema();
+                if fields.iter().all(|f| have.field(&f.name).is_some()) {
+                    Ok(())
+                } else {
+                    Err(Error::delta(&self.def.table, "failed to add columns", e))
+                }
+            }
+        }
     }
 
     /// A writer of new Parquet files for this table (see [`FileWriter::write`]).

@@ -13,15 +13,18 @@ mod dead_letter;
 mod decode;
 mod delta;
 mod error;
+mod evolve;
 mod pipeline;
 pub mod prom;
 mod stats;
 mod writer;
 
 pub use classify::sample_bad_messages;
-pub use config::{IngestConfig, KafkaConfig, StartOffset};
+pub use config::{
+    Evolution, Format, IngestConfig, KafkaConfig, StartOffset, TopicConfig, TopicSettings,
+};
 pub use dead_letter::{DeadLetter, DeadLetterKind};
-pub use decode::{DecodeLimits, Decoded, JsonDecoder, RawMessage};
+pub use decode::{DecodeLimits, Decoded, EventDecoder, RawMessage};
 pub use delta::{DeltaSink, TopicPartition, app_id};
 pub use error::{Error, Result};
 pub use pipeline::Pipeline;

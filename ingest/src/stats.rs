@@ -20,6 +20,8 @@ pub struct IngestStats {
     pub commits: AtomicU64,
     pub commit_failures: AtomicU64,
     pub rebalances: AtomicU64,
+    /// Columns added to tables by schema evolution.
+    pub columns_added: AtomicU64,
     /// Times the consumer paused its partitions because the buffer was full.
     pub pauses: AtomicU64,
     /// Messages and bytes read but not yet committed (gauges).
@@ -46,6 +48,7 @@ impl Default for IngestStats {
             commit_failures: AtomicU64::new(0),
             rebalances: AtomicU64::new(0),
             pauses: AtomicU64::new(0),
+            columns_added: AtomicU64::new(0),
             buffered_messages: AtomicU64::new(0),
             buffered_bytes: AtomicU64::new(0),
             rows_by_table: Mutex::default(),
@@ -188,6 +191,12 @@ impl IngestStats {
             "sakura_ingest_rebalances_total",
             "Consumer-group rebalances seen.",
             s.rebalances,
+        );
+        prom::counter(
+            &mut out,
+            "sakura_ingest_columns_added_total",
+            "Columns added to tables by schema evolution (topics with evolution = \"add_fields\").",
+            self.columns_added.load(Ordering::Relaxed),
         );
         prom::counter(
             &mut out,

@@ -6,17 +6,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use deltalake::DeltaTable;
 use deltalake::kernel::Add;
+use deltalake::{DeltaTable, DeltaTableError};
 use schemas::{Storage, TableDef};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use crate::config::IngestConfig;
-use crate::dead_letter::{DeadLetter, dead_letter_batch};
-use crate::decode::{JsonDecoder, RawMessage};
+use crate::config::{Evolution, IngestConfig};
+use crate::dead_letter::{DeadLetter, DeadLetterKind, dead_letter_batch};
+use crate::decode::{EventDecoder, RawMessage};
 use crate::delta::{DeltaSink, TopicPartition};
+use crate::evolve;
 use crate::stats::IngestStats;
 use crate::{Error, Result};
 
@@ -24,8 +25,10 @@ use crate::{Error, Result};
 pub type TopicMessages = BTreeMap<TopicPartition, Vec<RawMessage>>;
 
 struct TopicSink {
-    decoder: Arc<JsonDecoder>,
+    /// Replaced when the schema evolves.
+    decoder: Arc<EventDecoder>,
     sink: DeltaSink,
+    evolution: Evolution,
 }
 
 /// Writes every configured table: decodes, encodes and uploads partitions in parallel (one
@@ -62,13 +65,28 @@ impl Writer {
     ) -> Result<Self> {
         cfg.validate()?;
         let mut topics = HashMap::new();
-        for (topic, schema) in &cfg.topics {
-            let decoder = Arc::new(JsonDecoder::new(
-                schemas::event_schema(schema)?,
+        for (topic, entry) in &cfg.topics {
+            let evolution = entry.evolution();
+            let mut decoder = EventDecoder::new(
+                schemas::event_schema(entry.schema())?,
                 cfg.limits()?,
-            )?);
+                entry.format(),
+            )?
+            .with_strict(evolution != Evolution::Ignore);
             let sink = DeltaSink::open(storage, decoder.table().clone()).await?;
-            topics.insert(Arc::from(topic.as_str()), TopicSink { decoder, sink });
+            // Columns an earlier run added by schema evolution.
+            let added = sink.added_fields(decoder.schema())?;
+            if !added.is_empty() {
+                decoder = decoder.with_fields(&added)?;
+            }
+            topics.insert(
+                Arc::from(topic.as_str()),
+                TopicSink {
+                    decoder: Arc::new(decoder),
+                    sink,
+                    evolution,
+                },
+            );
         }
         let dead_letters = DeltaSink::open(storage, TableDef::dead_letters()).await?;
         Ok(Self {
@@ -121,48 +139,47 @@ impl Writer {
             return Ok(last);
         }
 
-        // Decode, encode and upload each partition on its own blocking thread.
         let started = Instant::now();
-        let handle = tokio::runtime::Handle::current();
-        let mut tasks = JoinSet::new();
-        for tp in last.keys() {
-            let permit = self
-                .threads
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|e| join_error(topic, e))?;
-            let writer = ts.sink.file_writer()?;
-            let decoder = ts.decoder.clone();
-            let messages = messages.clone();
-            let handle = handle.clone();
-            let tp = tp.clone();
-            tasks.spawn_blocking(move || {
-                let _permit = permit;
-                let msgs = messages.get(&tp).map(Vec::as_slice).unwrap_or_default();
-                let decoded = decoder.decode(msgs)?;
-                let (files, rows, times) = match decoded.batch {
-                    Some(batch) => {
-                        let rows = batch.num_rows();
-                        let times = decoder.time_range(std::slice::from_ref(&batch));
-                        (writer.write(&handle, &tp, batch)?, rows, times)
-                    }
-                    None => (Vec::new(), 0, None),
-                };
-                Ok::<_, Error>(PartitionOutput {
-                    files,
-                    rows,
-                    dead_letters: decoded.dead_letters,
-                    times,
-                })
-            });
+        let parts: Vec<TopicPartition> = last.keys().cloned().collect();
+        let hold = ts.evolution == Evolution::AddFields;
+        let (mut outputs, held) =
+            encode_partitions(ts, &self.threads, topic, &parts, &messages, hold).await?;
+        if !held.is_empty() {
+            // Schema evolution: these partitions carry fields the table lacks. Add them as
+            // columns (files already written for the other partitions stay valid: the new
+            // columns are nullable), then decode these partitions again.
+            let fields = evolve::new_fields(
+                ts.decoder.schema(),
+                held.iter().filter_map(|tp| messages.get(tp)).flatten(),
+            );
+            if !fields.is_empty() {
+                ts.sink.add_fields(&fields).await?;
+                // The conflict check now starts from the refreshed snapshot: re-check that no
+                // other member stored these partitions meanwhile.
+                let now = ts.sink.stored_offsets(&parts).await?;
+                if now != stored {
+                    return Err(Error::delta(
+                        &ts.sink.def().table,
+                        "fencing",
+                        DeltaTableError::Generic(
+                            "another member stored these partitions while the schema evolved; retrying".into(),
+                        ),
+                    ));
+                }
+                ts.decoder = Arc::new(ts.decoder.with_fields(&fields)?);
+                IngestStats::add(&self.stats.columns_added, fields.len() as u64);
+                let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+                info!(table = %ts.sink.def().table, columns = ?names, "schema evolved: columns added");
+            }
+            let (more, _) =
+                encode_partitions(ts, &self.threads, topic, &held, &messages, false).await?;
+            outputs.extend(more);
         }
         let mut files = Vec::new();
         let mut rows = 0;
         let mut dead_letters = Vec::new();
         let mut times: Option<(i64, i64)> = None;
-        while let Some(joined) = tasks.join_next().await {
-            let out = joined.map_err(|e| join_error(topic, e))??;
+        for out in outputs {
             files.extend(out.files);
             rows += out.rows;
             dead_letters.extend(out.dead_letters);
@@ -255,6 +272,70 @@ impl Writer {
         debug!(version, rows = kinds.len(), "dead letters committed");
         Ok(())
     }
+}
+
+/// Decodes, encodes and uploads each of `parts` on its own blocking thread (at most `threads`
+/// at once). With `hold_unknown`, a partition whose messages carry fields the schema lacks is
+/// returned in the second list instead, unwritten, for schema evolution.
+async fn encode_partitions(
+    ts: &TopicSink,
+    threads: &Arc<Semaphore>,
+    topic: &Arc<str>,
+    parts: &[TopicPartition],
+    messages: &Arc<TopicMessages>,
+    hold_unknown: bool,
+) -> Result<(Vec<PartitionOutput>, Vec<TopicPartition>)> {
+    let handle = tokio::runtime::Handle::current();
+    let mut tasks = JoinSet::new();
+    for tp in parts {
+        let permit = threads
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| join_error(topic, e))?;
+        let writer = ts.sink.file_writer()?;
+        let decoder = ts.decoder.clone();
+        let messages = messages.clone();
+        let handle = handle.clone();
+        let tp = tp.clone();
+        tasks.spawn_blocking(move || {
+            let _permit = permit;
+            let msgs = messages.get(&tp).map(Vec::as_slice).unwrap_or_default();
+            let decoded = decoder.decode(msgs)?;
+            if hold_unknown
+                && decoded
+                    .dead_letters
+                    .iter()
+                    .any(|d| d.kind == DeadLetterKind::UnknownField)
+            {
+                return Ok::<_, Error>(Err(tp));
+            }
+            let (files, rows, times) = match decoded.batch {
+                Some(batch) => {
+                    let rows = batch.num_rows();
+                    let times = decoder.time_range(std::slice::from_ref(&batch));
+                    (writer.write(&handle, &tp, batch)?, rows, times)
+                }
+                None => (Vec::new(), 0, None),
+            };
+            Ok(Ok(PartitionOutput {
+                files,
+                rows,
+                dead_letters: decoded.dead_letters,
+                times,
+            }))
+        });
+    }
+    let mut outputs = Vec::with_capacity(parts.len());
+    let mut held = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined.map_err(|e| join_error(topic, e))?? {
+            Ok(out) => outputs.push(out),
+            Err(tp) => held.push(tp),
+        }
+    }
+    held.sort();
+    Ok((outputs, held))
 }
 
 fn join_error(table: &Arc<str>, e: impl std::error::Error + Send + Sync + 'static) -> Error {

@@ -38,6 +38,29 @@ pub(crate) fn event_ts_us(i: u64) -> u64 {
 /// Produces telemetry events `from..to` to the `telemetry` topic and waits until the broker has
 /// acknowledged every one. Event `i` carries `labels.seq = i`, so tests can find each one.
 pub(crate) fn produce_telemetry(brokers: &str, from: u64, to: u64) {
+    produce(
+        brokers,
+        "telemetry",
+        (from..to).map(|i| {
+            let host = format!("host-{:03}", i % 500);
+            let value = format!(
+                r#"{{"ts":{},"host":"{host}","service":"svc-{}","region":"eu-west","metric":"cpu_pct","value":{}.5,"labels":{{"seq":"{i}"}}}}"#,
+                event_ts_us(i),
+                i % 7,
+                i % 100
+            );
+            (host, value.into_bytes())
+        }),
+    );
+}
+
+/// Produces `(key, value)` records to `topic` and waits until the broker has acknowledged
+/// every one.
+pub(crate) fn produce(
+    brokers: &str,
+    topic: &str,
+    records: impl IntoIterator<Item = (String, Vec<u8>)>,
+) {
     let acks = Arc::new(Acks::default());
     let producer: ThreadedProducer<Counting> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -45,15 +68,9 @@ pub(crate) fn produce_telemetry(brokers: &str, from: u64, to: u64) {
         .set("queue.buffering.max.messages", "300000")
         .create_with_context(Counting(acks.clone()))
         .expect("producer");
-    for i in from..to {
-        let host = format!("host-{:03}", i % 500);
-        let value = format!(
-            r#"{{"ts":{},"host":"{host}","service":"svc-{}","region":"eu-west","metric":"cpu_pct","value":{}.5,"labels":{{"seq":"{i}"}}}}"#,
-            event_ts_us(i),
-            i % 7,
-            i % 100
-        );
-        let mut record = BaseRecord::to("telemetry").key(&host).payload(&value);
+    let mut sent = 0u64;
+    for (key, value) in records {
+        let mut record = BaseRecord::to(topic).key(&key).payload(&value);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -64,12 +81,13 @@ pub(crate) fn produce_telemetry(brokers: &str, from: u64, to: u64) {
                 Err((e, _)) => panic!("produce failed: {e}"),
             }
         }
+        sent += 1;
     }
     producer.flush(Duration::from_secs(120)).expect("flush");
     assert_eq!(acks.failed.load(Ordering::Relaxed), 0, "deliveries failed");
     assert_eq!(
         acks.ok.load(Ordering::Relaxed),
-        to - from,
-        "not every event was acknowledged"
+        sent,
+        "not every record was acknowledged"
     );
 }

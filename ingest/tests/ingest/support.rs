@@ -74,7 +74,7 @@ pub(crate) fn configs(brokers: &str) -> (KafkaConfig, IngestConfig) {
         ..KafkaConfig::default()
     };
     let ingest = IngestConfig {
-        topics: [("telemetry".to_string(), "telemetry".to_string())].into(),
+        topics: [("telemetry".to_string(), "telemetry".into())].into(),
         flush_rows: 2_000,
         flush_age_ms: 300,
         max_message_bytes: 1024,
