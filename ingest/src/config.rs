@@ -148,6 +148,11 @@ pub struct IngestConfig {
     pub max_buffered_messages: usize,
     /// The same cap in message bytes. At least `flush_bytes`.
     pub max_buffered_bytes: usize,
+    /// How often to delete data files no table version references (0: never).
+    pub orphan_cleanup_interval_s: u64,
+    /// Only unreferenced files older than this are deleted: longer than any process takes
+    /// between uploading a file and committing it.
+    pub orphan_min_age_s: u64,
 }
 
 impl Default for IngestConfig {
@@ -171,6 +176,8 @@ impl Default for IngestConfig {
             writer_threads: 0,
             max_buffered_messages: 400_000,
             max_buffered_bytes: 128 * 1024 * 1024,
+            orphan_cleanup_interval_s: 3600,
+            orphan_min_age_s: 3600,
         }
     }
 }
@@ -279,6 +286,12 @@ impl IngestConfig {
                     "{} is below ingest.flush_bytes = {}: a flush could never start",
                     self.max_buffered_bytes, self.flush_bytes
                 ),
+            ));
+        }
+        if self.orphan_min_age_s == 0 {
+            return Err(invalid(
+                "ingest.orphan_min_age_s",
+                "must be at least 1 (files being committed must never be deleted)",
             ));
         }
         if self.max_message_bytes == 0 {

@@ -1,7 +1,7 @@
 //! One Delta table written by ingest: create on first use, append batches together with the
 //! Kafka offsets they cover (one `txn` action per topic-partition), read those offsets back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -11,6 +11,9 @@ use deltalake::kernel::{Action, Add, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use futures::StreamExt;
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
 use schemas::{EventSchema, FieldDef, Storage, TAG_PARTITION, TAG_TOPIC, TableDef};
 
 use crate::evolve;
@@ -140,6 +143,65 @@ impl DeltaSink {
                 }
             }
         }
+    }
+
+    /// Deletes data files under the table that no version references — what a crash or a
+    /// failed commit left after uploading — once they are older than `min_age`. Files of the
+    /// current version and of removed files still kept for time travel (active tombstones) are
+    /// never touched; `min_age` protects files another process has uploaded and is about to
+    /// commit. Returns how many files were deleted.
+    pub(crate) async fn remove_orphans(&mut self, min_age: std::time::Duration) -> Result<usize> {
+        let name = self.def.table.to_string();
+        self.table
+            .update_incremental(None)
+            .await
+            .map_err(|e| Error::delta(&name, "failed to refresh", e))?;
+        let log_store = self.table.log_store();
+        let state = self
+            .table
+            .snapshot()
+            .map_err(|e| Error::delta(&name, "failed to read the snapshot", e))?;
+        let mut keep: HashSet<Path> = state
+            .log_data()
+            .into_iter()
+            .map(|f| f.object_store_path())
+            .collect();
+        let mut tombstones = state.all_tombstones(log_store.as_ref());
+        while let Some(t) = tombstones.next().await {
+            let t = t.map_err(|e| Error::delta(&name, "failed to read removed files", e))?;
+            let p = t.path();
+            keep.insert(Path::parse(p.as_ref()).unwrap_or_else(|_| Path::from(p.as_ref())));
+        }
+        drop(tombstones);
+        let cutoff = chrono::Utc::now()
+            - chrono::Duration::from_std(min_age).unwrap_or(chrono::Duration::MAX);
+        let store = log_store.object_store(None);
+        let mut listing = store.list(None);
+        let mut orphans = Vec::new();
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(|e| Error::delta(&name, "failed to list files", e.into()))?;
+            let path = meta.location;
+            let data_file = path.as_ref().ends_with(".parquet")
+                && !path.as_ref().starts_with("_delta_log/")
+                && !path.as_ref().starts_with("_change_data/");
+            if data_file && meta.last_modified < cutoff && !keep.contains(&path) {
+                orphans.push(path);
+            }
+        }
+        drop(listing);
+        for path in &orphans {
+            match store.delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    return Err(Error::delta(
+                        &name,
+                        "failed to delete an orphan file",
+                        e.into(),
+                    ));
+                }
+            }
+        }
+        Ok(orphans.len())
     }
 
     /// A writer of new Parquet files for this table (see [`FileWriter::write`]).

@@ -32,6 +32,8 @@ pub struct Pipeline {
     retry_delay: Duration,
     /// `Some(rebalance count when paused)` while the partitions are paused.
     paused: Option<u64>,
+    /// When unreferenced files were last cleaned up (`None`: not yet).
+    cleaned: Option<Instant>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -75,6 +77,7 @@ impl Pipeline {
             retry_at: None,
             retry_delay: Duration::from_millis(200),
             paused: None,
+            cleaned: None,
         })
     }
 
@@ -116,6 +119,7 @@ impl Pipeline {
             if self.flush_due() {
                 self.try_flush().await?;
             }
+            self.clean_up_orphans().await;
         }
         // Shutdown: commit what is buffered, retrying for a bounded time.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -134,6 +138,25 @@ impl Pipeline {
         self.consumer.unsubscribe();
         info!("ingest stopped");
         Ok(())
+    }
+
+    /// Every `orphan_cleanup_interval_s` (and once at start), deletes data files no table
+    /// version references. Runs between flushes, so none of this process's uploads is in flight.
+    async fn clean_up_orphans(&mut self) {
+        let every = Duration::from_secs(self.cfg.orphan_cleanup_interval_s);
+        if every.is_zero() || self.cleaned.is_some_and(|t| t.elapsed() < every) {
+            return;
+        }
+        self.cleaned = Some(Instant::now());
+        let min_age = Duration::from_secs(self.cfg.orphan_min_age_s);
+        match self.writer.remove_orphans(min_age).await {
+            Ok(0) => {}
+            Ok(n) => info!(
+                files = n,
+                "deleted unreferenced data files left by earlier crashes"
+            ),
+            Err(e) => warn!(error = %e, "orphan file cleanup failed; will retry next interval"),
+        }
     }
 
     /// Pauses every assigned partition when `full`, resumes them when not. Partitions assigned

@@ -20,6 +20,8 @@ pub struct IngestStats {
     pub commits: AtomicU64,
     pub commit_failures: AtomicU64,
     pub rebalances: AtomicU64,
+    /// Unreferenced data files (left by crashes or failed commits) deleted.
+    pub orphans_removed: AtomicU64,
     /// Columns added to tables by schema evolution.
     pub columns_added: AtomicU64,
     /// Times the consumer paused its partitions because the buffer was full.
@@ -49,6 +51,7 @@ impl Default for IngestStats {
             rebalances: AtomicU64::new(0),
             pauses: AtomicU64::new(0),
             columns_added: AtomicU64::new(0),
+            orphans_removed: AtomicU64::new(0),
             buffered_messages: AtomicU64::new(0),
             buffered_bytes: AtomicU64::new(0),
             rows_by_table: Mutex::default(),
@@ -191,6 +194,12 @@ impl IngestStats {
             "sakura_ingest_rebalances_total",
             "Consumer-group rebalances seen.",
             s.rebalances,
+        );
+        prom::counter(
+            &mut out,
+            "sakura_ingest_orphan_files_removed_total",
+            "Data files no table version references (left by crashes or failed commits) that were deleted.",
+            self.orphans_removed.load(Ordering::Relaxed),
         );
         prom::counter(
             &mut out,

@@ -110,6 +110,18 @@ impl Writer {
             .collect()
     }
 
+    /// Deletes unreferenced data files older than `min_age` from every table (see
+    /// [`DeltaSink::remove_orphans`]); call it between flushes, never during one.
+    pub async fn remove_orphans(&mut self, min_age: std::time::Duration) -> Result<usize> {
+        let mut removed = 0;
+        for ts in self.topics.values_mut() {
+            removed += ts.sink.remove_orphans(min_age).await?;
+        }
+        removed += self.dead_letters.remove_orphans(min_age).await?;
+        IngestStats::add(&self.stats.orphans_removed, removed as u64);
+        Ok(removed)
+    }
+
     /// Stores `messages` of `topic`: every message becomes a row of the topic's table or a dead
     /// letter, committed together with the last offset of each partition. Messages at or below
     /// what the table already holds are dropped first (fencing, ADR 0003). Returns the offsets

@@ -128,4 +128,77 @@ fn sigkill_at_random_moments_neither_loses_nor_duplicates() {
         "final serve did not stop cleanly:\n{}",
         last.output()
     );
+
+    // Orphan cleanup: files the killed processes uploaded but never committed, plus a planted
+    // copy of a committed file (valid Parquet that would duplicate rows if it were visible),
+    // are deleted; every committed file stays.
+    let table = data.join("raw/telemetry");
+    let committed = parquet_files(&table)[0].clone();
+    let planted = committed.with_file_name("part-00000-planted-orphan.c000.snappy.parquet");
+    std::fs::copy(&committed, &planted).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&planted)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(7200))
+        .unwrap();
+    let on_disk = parquet_files(&table).len();
+    let envs = [
+        ("SAKURA__INGEST__ORPHAN_MIN_AGE_S", "1".to_string()),
+        ("SAKURA__INGEST__ORPHAN_CLEANUP_INTERVAL_S", "1".to_string()),
+    ];
+    let cfg = config.to_str().unwrap();
+    let mut cleaner = sakura::start(
+        "serve-cleaner",
+        &["serve", "--config", cfg],
+        &envs,
+        http_port,
+        tmp.path(),
+    );
+    let ledger_files = sakura::sql_count(
+        flight,
+        "SELECT count(*) FROM system.ingest_ledger WHERE table_name = 'raw.telemetry'",
+    )
+    .unwrap() as usize;
+    wait_for(
+        "orphan files to be deleted",
+        Duration::from_secs(60),
+        || {
+            cleaner.assert_running();
+            (parquet_files(&table).len() == ledger_files).then_some(())
+        },
+    );
+    eprintln!(
+        "orphan cleanup: {} of {on_disk} Parquet files were unreferenced (one planted) and deleted",
+        on_disk - ledger_files
+    );
+    assert!(!planted.exists(), "the planted orphan is still there");
+    sakura::assert_exactly_once(
+        &mut cleaner,
+        flight,
+        EVENTS as i64,
+        Duration::from_secs(30),
+        "orphan cleanup",
+    );
+    assert!(cleaner.terminate(Duration::from_secs(60)).success());
+}
+
+/// The Parquet data files under a local table directory (not its log).
+fn parquet_files(table: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![table.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                if !path.ends_with("_delta_log") {
+                    dirs.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
 }
