@@ -148,6 +148,8 @@ pub struct IngestConfig {
     pub max_buffered_messages: usize,
     /// The same cap in message bytes. At least `flush_bytes`.
     pub max_buffered_bytes: usize,
+    /// Also produce every dead letter to this Kafka topic (empty: only `raw.dead_letters`).
+    pub dead_letter_topic: String,
     /// How often to delete data files no table version references (0: never).
     pub orphan_cleanup_interval_s: u64,
     /// Only unreferenced files older than this are deleted: longer than any process takes
@@ -176,6 +178,7 @@ impl Default for IngestConfig {
             writer_threads: 0,
             max_buffered_messages: 400_000,
             max_buffered_bytes: 128 * 1024 * 1024,
+            dead_letter_topic: String::new(),
             orphan_cleanup_interval_s: 3600,
             orphan_min_age_s: 3600,
         }
@@ -285,6 +288,15 @@ impl IngestConfig {
                 format!(
                     "{} is below ingest.flush_bytes = {}: a flush could never start",
                     self.max_buffered_bytes, self.flush_bytes
+                ),
+            ));
+        }
+        if self.topics.contains_key(&self.dead_letter_topic) {
+            return Err(invalid(
+                "ingest.dead_letter_topic",
+                format!(
+                    "{:?} is also an ingest topic; dead letters would be read back as input",
+                    self.dead_letter_topic
                 ),
             ));
         }

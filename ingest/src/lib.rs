@@ -10,6 +10,7 @@ mod classify;
 mod config;
 mod consumer;
 mod dead_letter;
+mod dead_letter_topic;
 mod decode;
 mod delta;
 mod error;

@@ -56,7 +56,9 @@ impl Pipeline {
         stats: Arc<IngestStats>,
     ) -> Result<Self> {
         kafka.validate()?;
-        let writer = Writer::open(cfg, storage, stats.clone()).await?;
+        let writer = Writer::open(cfg, storage, stats.clone())
+            .await?
+            .with_dead_letter_topic(kafka, cfg)?;
         let data_tables = writer.data_tables();
         let tables = OffsetTables { data: data_tables };
         let context = IngestContext::new(

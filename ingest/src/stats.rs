@@ -20,6 +20,9 @@ pub struct IngestStats {
     pub commits: AtomicU64,
     pub commit_failures: AtomicU64,
     pub rebalances: AtomicU64,
+    /// Dead letters delivered to / failed to reach `ingest.dead_letter_topic`.
+    pub dead_letter_topic_delivered: AtomicU64,
+    pub dead_letter_topic_failed: AtomicU64,
     /// Unreferenced data files (left by crashes or failed commits) deleted.
     pub orphans_removed: AtomicU64,
     /// Columns added to tables by schema evolution.
@@ -52,6 +55,8 @@ impl Default for IngestStats {
             pauses: AtomicU64::new(0),
             columns_added: AtomicU64::new(0),
             orphans_removed: AtomicU64::new(0),
+            dead_letter_topic_delivered: AtomicU64::new(0),
+            dead_letter_topic_failed: AtomicU64::new(0),
             buffered_messages: AtomicU64::new(0),
             buffered_bytes: AtomicU64::new(0),
             rows_by_table: Mutex::default(),
@@ -195,6 +200,23 @@ impl IngestStats {
             "Consumer-group rebalances seen.",
             s.rebalances,
         );
+        prom::header(
+            &mut out,
+            "sakura_ingest_dead_letter_topic_messages_total",
+            "counter",
+            "Dead letters produced to ingest.dead_letter_topic, by outcome.",
+        );
+        for (outcome, n) in [
+            ("delivered", &self.dead_letter_topic_delivered),
+            ("failed", &self.dead_letter_topic_failed),
+        ] {
+            prom::sample(
+                &mut out,
+                "sakura_ingest_dead_letter_topic_messages_total",
+                &[("outcome", outcome)],
+                n.load(Ordering::Relaxed),
+            );
+        }
         prom::counter(
             &mut out,
             "sakura_ingest_orphan_files_removed_total",

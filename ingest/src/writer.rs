@@ -13,8 +13,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::config::{Evolution, IngestConfig};
+use crate::config::{Evolution, IngestConfig, KafkaConfig};
 use crate::dead_letter::{DeadLetter, DeadLetterKind, dead_letter_batch};
+use crate::dead_letter_topic::DeadLetterTopic;
 use crate::decode::{EventDecoder, RawMessage};
 use crate::delta::{DeltaSink, TopicPartition};
 use crate::evolve;
@@ -38,6 +39,8 @@ pub struct Writer {
     dead_letters: DeltaSink,
     stats: Arc<IngestStats>,
     threads: Arc<Semaphore>,
+    /// Where committed dead letters are also produced, when configured.
+    dead_letter_topic: Option<DeadLetterTopic>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -94,7 +97,24 @@ impl Writer {
             dead_letters,
             stats,
             threads: Arc::new(Semaphore::new(cfg.writer_threads())),
+            dead_letter_topic: None,
         })
+    }
+
+    /// Also produces every committed dead letter to `cfg.dead_letter_topic`, if set.
+    pub(crate) fn with_dead_letter_topic(
+        mut self,
+        kafka: &KafkaConfig,
+        cfg: &IngestConfig,
+    ) -> Result<Self> {
+        if !cfg.dead_letter_topic.is_empty() {
+            self.dead_letter_topic = Some(DeadLetterTopic::new(
+                kafka,
+                &cfg.dead_letter_topic,
+                self.stats.clone(),
+            )?);
+        }
+        Ok(self)
     }
 
     /// The configured topic named `name` (shared, so messages can carry it cheaply).
@@ -244,6 +264,7 @@ impl Writer {
         let mut offsets = BTreeMap::new();
         let mut batches = Vec::new();
         let mut kinds = Vec::new();
+        let mut committed = Vec::new();
         for (tp, letters) in by_partition {
             let new: Vec<DeadLetter> = letters
                 .into_iter()
@@ -257,6 +278,7 @@ impl Writer {
             }
             kinds.extend(new.iter().map(|d| d.kind.as_str()));
             batches.push((tp, dead_letter_batch(self.dead_letters.def(), &new)?));
+            committed.extend(new);
         }
         if batches.is_empty() {
             return Ok(());
@@ -279,6 +301,9 @@ impl Writer {
         let version = self.dead_letters.commit_files(files, &offsets).await?;
         for kind in &kinds {
             self.stats.dead_letter(kind);
+        }
+        if let Some(dlq) = &self.dead_letter_topic {
+            dlq.send(&committed);
         }
         IngestStats::add(&self.stats.commits, 1);
         debug!(version, rows = kinds.len(), "dead letters committed");

@@ -7,7 +7,8 @@
 //!   the wrong type for an added column is a dead letter;
 //! - `logs` is JSON with `evolution = "dead_letter"`: an undeclared field is a dead letter.
 //!
-//! After a restart the added columns are read back from the Delta schema, not added again.
+//! Every dead letter is also produced to the dead-letter topic, with headers saying why. After a
+//! restart the added columns are read back from the Delta schema, not added again.
 
 use std::time::Duration;
 
@@ -86,6 +87,7 @@ session_timeout_ms = 6000
 [ingest]
 flush_rows = 5000
 flush_age_ms = 500
+dead_letter_topic = "sakura-dead-letters"
 [ingest.topics]
 telemetry = {{ schema = "telemetry", format = "protobuf" }}
 events = {{ schema = "events", evolution = "add_fields" }}
@@ -121,6 +123,7 @@ fn protobuf_topics_and_schema_evolution_are_queryable_over_flight_sql() {
     for topic in ["telemetry", "events", "logs"] {
         tansu.create_topic(topic, 2);
     }
+    tansu.create_topic("sakura-dead-letters", 1);
     let brokers = tansu.brokers();
     let (flight, http_port) = (free_port(), free_port());
     let cfg = config(
@@ -216,6 +219,34 @@ fn protobuf_topics_and_schema_evolution_are_queryable_over_flight_sql() {
     let unknown = r[4][0][0].as_str().unwrap();
     assert!(unknown.contains("\"extra\""), "{unknown}");
     assert_eq!(metric(http_port, "sakura_ingest_columns_added_total"), 2);
+
+    // The dead-letter topic holds the same dead letters: original bytes, kind in a header.
+    let dlq = crate::kafka::read_partition(
+        &brokers,
+        "sakura-dead-letters",
+        expected_dead as usize,
+        Duration::from_secs(60),
+    );
+    let mut kinds = std::collections::BTreeMap::new();
+    for (headers, payload) in &dlq {
+        *kinds
+            .entry(headers["sakura.error_kind"].clone())
+            .or_insert(0u64) += 1;
+        if headers["sakura.error_kind"] == "invalid_protobuf" {
+            assert_eq!(payload, b"\xff\xfe not protobuf");
+            assert_eq!(headers["sakura.topic"], "telemetry");
+        }
+    }
+    assert_eq!(
+        kinds,
+        [
+            ("invalid_protobuf".to_string(), GARBAGE),
+            ("unknown_field".to_string(), 50),
+            ("wrong_type".to_string(), 100)
+        ]
+        .into(),
+        "dead-letter topic"
+    );
 
     // A restart reads the added columns back from the Delta schema: nothing is added again,
     // and new events fill them.
