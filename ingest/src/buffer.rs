@@ -1,8 +1,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::decode::RawMessage;
 use crate::delta::TopicPartition;
+use decode::RawMessage;
 
 /// Messages read but not yet committed, per topic-partition, in offset order.
 #[derive(Debug, Default)]

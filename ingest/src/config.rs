@@ -2,8 +2,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::decode::DecodeLimits;
 use crate::{Error, Result};
+use decode::{DecodeLimits, Format};
 
 /// Where to start reading a partition that no table has stored an offset for yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -40,17 +40,6 @@ impl Default for KafkaConfig {
             properties: BTreeMap::new(),
         }
     }
-}
-
-/// How a topic's message values are encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// One JSON object per message.
-    #[default]
-    Json,
-    /// One Protobuf message per message, of the schema's type in `schemas/proto/`.
-    Protobuf,
 }
 
 /// What happens to a top-level field a message carries that its schema does not declare.

@@ -13,9 +13,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tracing::warn;
 
 use crate::config::KafkaConfig;
-use crate::dead_letter::DeadLetter;
 use crate::stats::IngestStats;
 use crate::{Error, Result};
+use decode::DeadLetter;
 
 pub(crate) struct DeadLetterTopic {
     producer: FutureProducer,

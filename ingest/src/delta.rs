@@ -112,7 +112,7 @@ impl DeltaSink {
         Ok(snapshot
             .schema()
             .fields()
-            .filter(|f| base.field(f.name()).is_none() && !evolve::reserved(f.name()))
+            .filter(|f| base.field(f.name()).is_none() && !decode::reserved(f.name()))
             .filter_map(evolve::from_delta)
             .collect())
     }

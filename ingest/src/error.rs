@@ -26,6 +26,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Schema(#[from] schemas::Error),
+    #[error(transparent)]
+    Decode(#[from] decode::Error),
     #[error("invalid ingest configuration: {key}: {message}")]
     Config { key: String, message: String },
 }
@@ -48,7 +50,7 @@ impl Error {
                     | DeltaTableError::NoSchema
                     | DeltaTableError::UnsupportedColumnMapping { .. }
             ),
-            Self::Arrow { .. } | Self::Schema(_) | Self::Config { .. } => false,
+            Self::Arrow { .. } | Self::Schema(_) | Self::Decode(_) | Self::Config { .. } => false,
         }
     }
 

@@ -6,12 +6,9 @@
 //! are positioned from those offsets, so a crash or rebalance neither loses nor duplicates rows.
 
 mod buffer;
-mod classify;
 mod config;
 mod consumer;
-mod dead_letter;
 mod dead_letter_topic;
-mod decode;
 mod delta;
 mod error;
 mod evolve;
@@ -20,12 +17,11 @@ pub mod prom;
 mod stats;
 mod writer;
 
-pub use classify::sample_bad_messages;
-pub use config::{
-    Evolution, Format, IngestConfig, KafkaConfig, StartOffset, TopicConfig, TopicSettings,
+pub use config::{Evolution, IngestConfig, KafkaConfig, StartOffset, TopicConfig, TopicSettings};
+pub use decode::{
+    DeadLetter, DeadLetterKind, DecodeLimits, Decoded, EventDecoder, Format, RawMessage,
+    sample_bad_messages,
 };
-pub use dead_letter::{DeadLetter, DeadLetterKind};
-pub use decode::{DecodeLimits, Decoded, EventDecoder, RawMessage};
 pub use delta::{DeltaSink, TopicPartition, app_id};
 pub use error::{Error, Result};
 pub use pipeline::Pipeline;

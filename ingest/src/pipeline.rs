@@ -16,10 +16,10 @@ use crate::config::{IngestConfig, KafkaConfig};
 use crate::consumer::{
     IngestConsumer, IngestContext, OffsetTables, Position, create_consumer, seek,
 };
-use crate::decode::RawMessage;
 use crate::delta::TopicPartition;
 use crate::stats::IngestStats;
 use crate::writer::{TopicMessages, Writer};
+use decode::RawMessage;
 
 /// A running ingest process: one consumer-group member feeding every configured table.
 pub struct Pipeline {

@@ -14,13 +14,11 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::config::{Evolution, IngestConfig, KafkaConfig};
-use crate::dead_letter::{DeadLetter, DeadLetterKind, dead_letter_batch};
 use crate::dead_letter_topic::DeadLetterTopic;
-use crate::decode::{EventDecoder, RawMessage};
 use crate::delta::{DeltaSink, TopicPartition};
-use crate::evolve;
 use crate::stats::IngestStats;
 use crate::{Error, Result};
+use decode::{DeadLetter, DeadLetterKind, EventDecoder, RawMessage, dead_letter_batch};
 
 /// Messages of one topic, per partition, in offset order.
 pub type TopicMessages = BTreeMap<TopicPartition, Vec<RawMessage>>;
@@ -180,7 +178,7 @@ impl Writer {
             // Schema evolution: these partitions carry fields the table lacks. Add them as
             // columns (files already written for the other partitions stay valid: the new
             // columns are nullable), then decode these partitions again.
-            let fields = evolve::new_fields(
+            let fields = decode::new_fields(
                 ts.decoder.schema(),
                 held.iter().filter_map(|tp| messages.get(tp)).flatten(),
             );

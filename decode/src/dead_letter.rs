@@ -129,7 +129,7 @@ impl DeadLetter {
 }
 
 /// Builds the `raw.dead_letters` rows for `letters`.
-pub(crate) fn dead_letter_batch(def: &TableDef, letters: &[DeadLetter]) -> Result<RecordBatch> {
+pub fn dead_letter_batch(def: &TableDef, letters: &[DeadLetter]) -> Result<RecordBatch> {
     let received: TimestampMicrosecondArray = letters
         .iter()
         .map(|d| d.received_at_us)

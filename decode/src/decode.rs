@@ -15,11 +15,21 @@ use schemas::{EventSchema, FieldDef, FieldType, TableDef};
 use prost_reflect::{DynamicMessage, MessageDescriptor, SerializeOptions};
 
 use crate::classify::{Verdict, classify, nesting_exceeds};
-use crate::config::Format;
 use crate::dead_letter::{DeadLetter, DeadLetterKind};
 use crate::{Error, Result};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// How a topic's message values are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One JSON object per message.
+    #[default]
+    Json,
+    /// One Protobuf message per message, of the schema's type in `schemas/proto/`.
+    Protobuf,
+}
 
 /// One Kafka message, detached from the consumer.
 #[derive(Debug, Clone)]
