@@ -10,4 +10,7 @@ start=$(date +%s)
 echo "[test] cargo nextest run --workspace (build first; a clean build takes a while)"
 cargo nextest run --workspace --no-fail-fast "$@"
 
+echo "[test] fuzzing each decoder briefly"
+./scripts/fuzz.sh "${SAKURA_FUZZ_SECONDS:-30}"
+
 echo "[test] done in $(( $(date +%s) - start )) s"

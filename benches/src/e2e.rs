@@ -110,6 +110,7 @@ group_id = "bench-e2e-{kind}-{run}"
 session_timeout_ms = 6000
 [ingest]
 flush_rows = {}
+{}
 [ingest.topics]
 telemetry = "telemetry"
 [flight]
@@ -118,8 +119,19 @@ listen = "127.0.0.1:{flight}"
 listen = "127.0.0.1:{metrics_port}"
 "#,
         broker.brokers(),
-        args.flush_rows
+        args.flush_rows,
+        args.ingest_settings.join("\n"),
     );
+    let mut config = config;
+    if !args.kafka_properties.is_empty() {
+        config.push_str("[kafka.properties]\n");
+        for kv in &args.kafka_properties {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| Error::Usage(format!("--kafka-property {kv:?} is not key=value")))?;
+            config.push_str(&format!("{k:?} = {v:?}\n"));
+        }
+    }
     let config_path = dir.join("sakura.toml");
     std::fs::write(&config_path, config)
         .map_err(|e| Error::io(format!("failed to write {}", config_path.display()), e))?;
@@ -138,6 +150,7 @@ listen = "127.0.0.1:{metrics_port}"
     )?;
     let pid = proc.child.id();
     let mut first: Option<Instant> = None;
+    let mut all_read: Option<Duration> = None;
     let deadline = Instant::now() + Duration::from_secs(1800);
     let mut last_report = Instant::now();
     let target = args.events as u64;
@@ -153,6 +166,9 @@ listen = "127.0.0.1:{metrics_port}"
         let committed = metric(&text, "sakura_ingest_rows_committed_total");
         if consumed > 0 {
             first.get_or_insert_with(Instant::now);
+        }
+        if consumed >= target && all_read.is_none() {
+            all_read = first.map(|t| t.elapsed());
         }
         if committed >= target {
             break;
@@ -173,6 +189,11 @@ listen = "127.0.0.1:{metrics_port}"
     }
     let elapsed = first.map(|t| t.elapsed()).unwrap_or_default();
     let peak = peak_rss_kib(pid);
+    println!(
+        "  {kind} run {run}: every event read after {:.2} s, committed after {:.2} s",
+        all_read.unwrap_or_default().as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
     proc.terminate(Duration::from_secs(60));
     Ok(E2e {
         elapsed,

@@ -188,3 +188,40 @@ pub(crate) fn consume_only(brokers: &str, events: usize, run: usize) -> Result<D
     }
     Ok(first.map(|t| t.elapsed()).unwrap_or_default())
 }
+
+/// Like [`consume_only`] but through rdkafka's async `StreamConsumer`, as the ingest loop reads.
+pub(crate) fn consume_only_stream(brokers: &str, events: usize, run: usize) -> Result<Duration> {
+    use rdkafka::consumer::StreamConsumer;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("failed to start the runtime", e))?;
+    rt.block_on(async {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set(
+                "group.id",
+                format!("bench-stream-{run}-{}", std::process::id()),
+            )
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .map_err(|e| Error::kafka("failed to create the consumer", e))?;
+        consumer
+            .subscribe(&["telemetry"])
+            .map_err(|e| Error::kafka("failed to subscribe", e))?;
+        let mut n = 0usize;
+        let mut first: Option<Instant> = None;
+        while n < events {
+            let m = consumer
+                .recv()
+                .await
+                .map_err(|e| Error::kafka("consume failed", e))?;
+            first.get_or_insert_with(Instant::now);
+            n += usize::from(rdkafka::Message::payload(&m).is_some_and(|p| !p.is_empty()));
+        }
+        Ok(first.map(|t| t.elapsed()).unwrap_or_default())
+    })
+}

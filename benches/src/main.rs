@@ -70,6 +70,13 @@ struct IngestArgs {
     /// Skip end to end on the S3 server.
     #[arg(long)]
     no_s3: bool,
+    /// Extra `[kafka.properties]` for `sakura serve` in the end-to-end runs (`key=value`,
+    /// repeatable), e.g. fetch sizes.
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE")]
+    kafka_properties: Vec<String>,
+    /// Extra `[ingest]` keys for `sakura serve` (`key=value` in TOML syntax, repeatable).
+    #[arg(long = "ingest-setting", value_name = "KEY=VALUE")]
+    ingest_settings: Vec<String>,
 }
 
 /// A measurement: the elapsed time of each run.
@@ -181,6 +188,15 @@ fn ingest(args: &IngestArgs) -> Result<()> {
                 args.events as f64 / d.as_secs_f64()
             );
             ceiling.push(d);
+            if std::env::var_os("SAKURA_BENCH_STREAM").is_some() {
+                let d = kafka::consume_only_stream(&broker.brokers(), args.events, run)?;
+                println!(
+                    "[{run}/{}] consume-only, StreamConsumer: {:.2} s, {:.0} events/s",
+                    args.runs,
+                    d.as_secs_f64(),
+                    args.events as f64 / d.as_secs_f64()
+                );
+            }
             let r = e2e::run(&broker, None, args, run)?;
             println!(
                 "[{run}/{}] end to end, local disk: {:.2} s, {:.0} events/s, peak RSS {} MiB",

@@ -269,6 +269,14 @@ pub(crate) fn create_consumer(
     context: IngestContext,
 ) -> Result<IngestConsumer> {
     let mut client = ClientConfig::new();
+    // Defaults the properties may override. librdkafka postpones the next fetch of a
+    // partition by `fetch.queue.backoff.ms` (1 s by default) when its prefetch queue is full —
+    // which it is after every flush, when this loop stops reading for a moment: with the
+    // default, each flush cost a second of idle reading (measured: 206k/s end to end instead
+    // of 616k/s). The prefetch queue is capped at 32 MiB instead of 64 MiB (memory bound).
+    client
+        .set("fetch.queue.backoff.ms", "10")
+        .set("queued.max.messages.kbytes", "32768");
     for (k, v) in &cfg.properties {
         client.set(k, v);
     }
