@@ -217,10 +217,15 @@ pub(crate) async fn run(opts: DemoOptions) -> Result<()> {
         );
         out
     });
-    let mut node = Node::start(&cfg, Some(extra)).await?;
+    let mut node = Node::start(&cfg, Some(extra), true).await?;
+    let Some(flight_addr) = node.flight_addr else {
+        return Err(Error::Task(
+            "the demo node has no Flight SQL listener".into(),
+        ));
+    };
     println!(
-        "  flight:   grpc://{}   http: http://{}\n",
-        node.flight_addr, node.http_addr
+        "  flight:   grpc://{flight_addr}   http: http://{}\n",
+        node.http_addr
     );
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -264,7 +269,7 @@ pub(crate) async fn run(opts: DemoOptions) -> Result<()> {
                 if !examples_shown && examples_at.is_some_and(|t| Instant::now() >= t) {
                     examples_shown = true;
                     print_examples(&node.engine).await;
-                    print_connect(node.flight_addr, node.http_addr);
+                    print_connect(flight_addr, node.http_addr);
                     if deadline.is_none() {
                         println!("Serving until Ctrl-C.\n");
                     }
@@ -285,7 +290,6 @@ pub(crate) async fn run(opts: DemoOptions) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let engine = node.engine.clone();
-    let flight_addr = node.flight_addr;
     let http_addr = node.http_addr;
     let stats = node.stats.clone();
     node.stop().await?;

@@ -62,6 +62,14 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Run ingest only (with /healthz, /readyz and /metrics, without Flight SQL): start several
+    /// with the same kafka.group_id to share the topics' partitions.
+    Ingest {
+        /// The configuration file (see sakura.example.toml); SAKURA__SECTION__KEY variables
+        /// override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Run a SQL statement on a Flight SQL server and print the result.
     Sql {
         /// The statement.
@@ -91,13 +99,19 @@ fn init_tracing(level: &str) {
         .init();
 }
 
-async fn serve(config: Option<PathBuf>) -> Result<()> {
+async fn serve(config: Option<PathBuf>, with_flight: bool) -> Result<()> {
     let cfg = Config::load(config.as_deref())?;
-    let mut node = Node::start(&cfg, None).await?;
-    println!(
-        "sakura serving: flight grpc://{} http http://{} storage {}",
-        node.flight_addr, node.http_addr, cfg.storage.url
-    );
+    let mut node = Node::start(&cfg, None, with_flight).await?;
+    match node.flight_addr {
+        Some(flight) => println!(
+            "sakura serving: flight grpc://{flight} http http://{} storage {}",
+            node.http_addr, cfg.storage.url
+        ),
+        None => println!(
+            "sakura ingesting: http http://{} storage {} group {}",
+            node.http_addr, cfg.storage.url, cfg.kafka.group_id
+        ),
+    }
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| error::Error::io("failed to install the SIGTERM handler", e))?;
     let mut tick = tokio::time::interval(Duration::from_secs(10));
@@ -139,7 +153,8 @@ async fn run(cli: Cli) -> Result<()> {
             })
             .await
         }
-        Command::Serve { config } => serve(config).await,
+        Command::Serve { config } => serve(config, true).await,
+        Command::Ingest { config } => serve(config, false).await,
         Command::Sql {
             query,
             endpoint,
@@ -184,7 +199,7 @@ fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
     init_tracing(match cli.command {
-        Command::Serve { .. } => "info",
+        Command::Serve { .. } | Command::Ingest { .. } => "info",
         _ => "warn",
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()

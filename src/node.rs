@@ -1,6 +1,6 @@
 //! One Sakura node: ingest, the engine, Flight SQL and HTTP, started together and stopped
-//! together. `serve` runs it against the configured Kafka and storage; `demo` against its
-//! built-in broker and a local directory.
+//! together. `serve` runs it against the configured Kafka and storage; `ingest` the same
+//! without Flight SQL; `demo` against its built-in broker and a local directory.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +20,8 @@ use crate::error::{Error, Result};
 pub(crate) struct Node {
     pub(crate) engine: Engine,
     pub(crate) stats: Arc<IngestStats>,
-    pub(crate) flight_addr: SocketAddr,
+    /// `None` for an ingest-only node.
+    pub(crate) flight_addr: Option<SocketAddr>,
     pub(crate) http_addr: SocketAddr,
     tasks: JoinSet<(&'static str, Result<()>)>,
     shutdown: watch::Sender<bool>,
@@ -40,11 +41,12 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 impl Node {
-    /// Creates the tables, joins the consumer group and starts serving. `extra_metrics` is
-    /// appended to `/metrics`.
+    /// Creates the tables, joins the consumer group and starts serving (Flight SQL only when
+    /// `with_flight`). `extra_metrics` is appended to `/metrics`.
     pub(crate) async fn start(
         cfg: &Config,
         extra_metrics: Option<MetricsRenderer>,
+        with_flight: bool,
     ) -> Result<Self> {
         let storage = cfg.storage()?;
         let stats = Arc::new(IngestStats::default());
@@ -54,8 +56,15 @@ impl Node {
         let pipeline = Pipeline::start(&cfg.kafka, &cfg.ingest, &storage, stats.clone()).await?;
         let engine = Engine::new(storage.clone(), &cfg.engine).await?;
 
-        let flight_listener = flight::bind(&cfg.flight.listen).await?;
-        let flight_addr = flight::local_addr(&flight_listener)?;
+        let flight_listener = if with_flight {
+            Some(flight::bind(&cfg.flight.listen).await?)
+        } else {
+            None
+        };
+        let flight_addr = flight_listener
+            .as_ref()
+            .map(flight::local_addr)
+            .transpose()?;
         let http_listener = flight::bind(&cfg.http.listen).await?;
         let http_addr = flight::local_addr(&http_listener)?;
 
@@ -70,16 +79,18 @@ impl Node {
         });
 
         let mut tasks = JoinSet::new();
-        let executor: Arc<dyn QueryExecutor> = Arc::new(engine.clone());
-        let stop = stopped(rx.clone());
-        tasks.spawn(async move {
-            (
-                "flight",
-                flight::serve_flight(flight_listener, executor, stop)
-                    .await
-                    .map_err(Error::from),
-            )
-        });
+        if let Some(listener) = flight_listener {
+            let executor: Arc<dyn QueryExecutor> = Arc::new(engine.clone());
+            let stop = stopped(rx.clone());
+            tasks.spawn(async move {
+                (
+                    "flight",
+                    flight::serve_flight(listener, executor, stop)
+                        .await
+                        .map_err(Error::from),
+                )
+            });
+        }
         let state = HttpState {
             ready: ready.clone(),
             metrics,
@@ -96,7 +107,7 @@ impl Node {
         let ingest_rx = rx.clone();
         tasks.spawn(async move { ("ingest", pipeline.run(ingest_rx).await.map_err(Error::from)) });
         ready.store(true, Ordering::Relaxed);
-        info!(%flight_addr, %http_addr, storage = %storage.root, "node started");
+        info!(flight_addr = ?flight_addr, %http_addr, storage = %storage.root, "node started");
         Ok(Self {
             engine,
             stats,

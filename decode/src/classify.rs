@@ -14,6 +14,15 @@ pub(crate) type Verdict = (DeadLetterKind, String);
 /// (strings skipped) that runs on every message: deep nesting is accepted by the Arrow decoder
 /// when the field is unknown, so it must be caught before.
 pub(crate) fn nesting_exceeds(bytes: &[u8], limit: usize) -> bool {
+    // Fast path for the common case: with at most `limit` opening brackets in the whole
+    // message (strings included), nothing can nest deeper. A SIMD count, not a byte loop.
+    if memchr::memchr2_iter(b'{', b'[', bytes)
+        .take(limit + 1)
+        .count()
+        <= limit
+    {
+        return false;
+    }
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for &b in bytes {
         if in_string {

@@ -41,10 +41,15 @@ fn three_ten_second_outages_lose_and_duplicate_nothing() {
 
     let per_round = EVENTS / 3;
     for round in 0..3 {
-        produce_telemetry(&tansu.brokers(), round * per_round, (round + 1) * per_round);
-        // Let ingest get going, then cut the store mid-stream.
+        // A third of the stream arrives before the cut, the rest while the store is down, so
+        // the buffer reaches its cap during every outage.
+        let (from, to) = (round * per_round, (round + 1) * per_round);
+        produce_telemetry(&tansu.brokers(), from, from + per_round / 3);
         std::thread::sleep(Duration::from_millis(1500));
-        proxy.outage(Duration::from_secs(10));
+        proxy.cut();
+        produce_telemetry(&tansu.brokers(), from + per_round / 3, to);
+        std::thread::sleep(Duration::from_secs(10));
+        proxy.restore();
         serve.assert_running();
     }
 

@@ -6,7 +6,6 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 pub(crate) struct Proxy {
     pub(crate) port: u16,
@@ -73,12 +72,5 @@ impl Proxy {
     pub(crate) fn restore(&self) {
         self.open.lock().unwrap().clear();
         self.cut.store(false, Ordering::SeqCst);
-    }
-
-    /// An outage of `d`.
-    pub(crate) fn outage(&self, d: Duration) {
-        self.cut();
-        std::thread::sleep(d);
-        self.restore();
     }
 }

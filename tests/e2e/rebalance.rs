@@ -1,5 +1,6 @@
-//! Rebalance test: two, then three, then one `sakura serve` process in one consumer group share
-//! an 8-partition stream (one leaves cleanly, one is killed); every event is stored exactly once.
+//! Rebalance test: two, then three, then one process in one consumer group share an
+//! 8-partition stream (one leaves cleanly, one is killed); every event is stored exactly once.
+//! Member b is an ingest-only `sakura ingest`; the others are `sakura serve` (ingest + Flight SQL).
 
 use std::path::Path;
 use std::time::Duration;
@@ -15,11 +16,11 @@ struct Member {
     flight: u16,
 }
 
-fn member(name: &str, config: &Path, dir: &Path) -> Member {
+fn member(name: &str, command: &str, config: &Path, dir: &Path) -> Member {
     let (flight, http) = (free_port(), free_port());
     let proc = sakura::start(
         name,
-        &["serve", "--config", config.to_str().unwrap()],
+        &[command, "--config", config.to_str().unwrap()],
         &[
             ("SAKURA__FLIGHT__LISTEN", format!("127.0.0.1:{flight}")),
             ("SAKURA__HTTP__LISTEN", format!("127.0.0.1:{http}")),
@@ -57,8 +58,8 @@ fn two_then_three_then_one_member_store_every_event_once() {
         }
     });
 
-    let mut a = member("member-a", &config, tmp.path());
-    let mut b = member("member-b", &config, tmp.path());
+    let mut a = member("member-a", "serve", &config, tmp.path());
+    let mut b = member("member-b", "ingest", &config, tmp.path());
     wait_for(
         "a third of the stream with two members",
         Duration::from_secs(180),
@@ -68,7 +69,7 @@ fn two_then_three_then_one_member_store_every_event_once() {
             count(a.flight).filter(|n| *n >= EVENTS as i64 / 3)
         },
     );
-    let mut c = member("member-c", &config, tmp.path());
+    let mut c = member("member-c", "serve", &config, tmp.path());
     wait_for(
         "two thirds of the stream with three members",
         Duration::from_secs(180),
@@ -117,6 +118,11 @@ fn two_then_three_then_one_member_store_every_event_once() {
             "{m} never committed:\n{log}"
         );
     }
+    let b_log = std::fs::read_to_string(tmp.path().join("member-b.log")).unwrap();
+    assert!(
+        b_log.contains("sakura ingesting:") && !b_log.contains("flight grpc://"),
+        "member-b was not an ingest-only process:\n{b_log}"
+    );
     let check = python::run(
         "delta_check.py",
         &[data.join("raw/telemetry").to_str().unwrap()],
