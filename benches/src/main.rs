@@ -188,15 +188,6 @@ fn ingest(args: &IngestArgs) -> Result<()> {
                 args.events as f64 / d.as_secs_f64()
             );
             ceiling.push(d);
-            if std::env::var_os("SAKURA_BENCH_STREAM").is_some() {
-                let d = kafka::consume_only_stream(&broker.brokers(), args.events, run)?;
-                println!(
-                    "[{run}/{}] consume-only, StreamConsumer: {:.2} s, {:.0} events/s",
-                    args.runs,
-                    d.as_secs_f64(),
-                    args.events as f64 / d.as_secs_f64()
-                );
-            }
             let r = e2e::run(&broker, None, args, run)?;
             println!(
                 "[{run}/{}] end to end, local disk: {:.2} s, {:.0} events/s, peak RSS {} MiB",
