@@ -1,4 +1,4 @@
-//! Fuzzes the JSON decoder: `cargo +nightly fuzz run decode_json` (see scripts/fuzz.sh).
+//! Fuzzes the JSON decoder: `cargo fuzz run -s none decode_json` (see scripts/fuzz.sh).
 #![no_main]
 
 mod common;

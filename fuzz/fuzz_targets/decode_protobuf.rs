@@ -1,4 +1,4 @@
-//! Fuzzes the Protobuf decoder: `cargo +nightly fuzz run decode_protobuf`.
+//! Fuzzes the Protobuf decoder: `cargo fuzz run -s none decode_protobuf` (see scripts/fuzz.sh).
 #![no_main]
 
 mod common;
