@@ -32,7 +32,9 @@ pub fn check(format: Format, data: &[u8], good: impl Fn(&str) -> Vec<u8>) {
         message(1, Some(input.to_vec())),
         message(2, Some(good(schema))),
     ];
-    let out = decoder.decode(&messages).expect("decoding never fails as a whole");
+    let out = decoder
+        .decode(&messages)
+        .expect("decoding never fails as a whole");
     let rows = out.batch.as_ref().map_or(0, |b| b.num_rows());
     assert_eq!(
         rows + out.dead_letters.len(),
@@ -43,6 +45,10 @@ pub fn check(format: Format, data: &[u8], good: impl Fn(&str) -> Vec<u8>) {
     for d in &out.dead_letters {
         assert_eq!(d.offset, 1, "only the fuzzed message can be a dead letter");
         assert!(!d.message.is_empty());
-        assert_eq!(d.value.as_deref(), Some(input), "a dead letter keeps the original bytes");
+        assert_eq!(
+            d.value.as_deref(),
+            Some(input),
+            "a dead letter keeps the original bytes"
+        );
     }
 }
