@@ -201,7 +201,14 @@ impl EventDecoder {
         let mut dead_letters = Vec::new();
         for m in messages {
             match m.value.as_deref().map(|v| transcode(proto, v)).transpose() {
-                Ok(value) => json.push(RawMessage { value, ..m.clone() }),
+                // Not `..m.clone()`: that would copy the original bytes only to drop them.
+                Ok(value) => json.push(RawMessage {
+                    topic: m.topic.clone(),
+                    partition: m.partition,
+                    offset: m.offset,
+                    key: m.key.clone(),
+                    value,
+                }),
                 Err(e) => dead_letters.push(DeadLetter::new(
                     m,
                     DeadLetterKind::InvalidProtobuf,

@@ -170,10 +170,10 @@ impl Writer {
         }
 
         let started = Instant::now();
-        let parts: Vec<TopicPartition> = last.keys().cloned().collect();
+        let writing: Vec<TopicPartition> = last.keys().cloned().collect();
         let hold = ts.evolution == Evolution::AddFields;
         let (mut outputs, held) =
-            encode_partitions(ts, &self.threads, topic, &parts, &messages, hold).await?;
+            encode_partitions(ts, &self.threads, topic, &writing, &messages, hold).await?;
         if !held.is_empty() {
             // Schema evolution: these partitions carry fields the table lacks. Add them as
             // columns (files already written for the other partitions stay valid: the new
@@ -186,8 +186,13 @@ impl Writer {
                 ts.sink.add_fields(&fields).await?;
                 // The conflict check now starts from the refreshed snapshot: re-check that no
                 // other member stored these partitions meanwhile.
-                let now = ts.sink.stored_offsets(&parts).await?;
-                if now != stored {
+                let now = ts.sink.stored_offsets(&writing).await?;
+                let before: BTreeMap<_, _> = stored
+                    .iter()
+                    .filter(|(tp, _)| last.contains_key(*tp))
+                    .map(|(tp, o)| (tp.clone(), *o))
+                    .collect();
+                if now != before {
                     return Err(Error::delta(
                         &ts.sink.def().table,
                         "fencing",
