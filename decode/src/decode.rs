@@ -16,6 +16,7 @@ use prost_reflect::{DynamicMessage, MessageDescriptor, SerializeOptions};
 
 use crate::classify::{Verdict, classify, nesting_exceeds};
 use crate::dead_letter::{DeadLetter, DeadLetterKind};
+use crate::fast::FastJson;
 use crate::{Error, Result};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
@@ -54,6 +55,9 @@ pub struct EventDecoder {
     table: TableDef,
     time_index: usize,
     limits: DecodeLimits,
+    /// The schema-specialised decoder tried first on each batch; `None` where the schema has
+    /// JSON-text fields.
+    fast: Option<FastJson>,
 }
 
 /// What makes a message bad even when it is well-formed JSON of the right shape.
@@ -118,6 +122,7 @@ impl EventDecoder {
             })?;
         Ok(Self {
             table: TableDef::for_events(schema.clone()),
+            fast: FastJson::new(&schema, false),
             schema,
             proto,
             strict: false,
@@ -131,6 +136,7 @@ impl EventDecoder {
     /// ignored.
     pub fn with_strict(mut self, strict: bool) -> Self {
         self.strict = strict;
+        self.fast = FastJson::new(&self.schema, strict);
         self
     }
 
@@ -232,7 +238,54 @@ impl EventDecoder {
         Ok(decoded)
     }
 
+    /// The batch of `messages` from the schema-specialised decoder, when it handles every one
+    /// of them exactly and the values pass the table's checks; `None` sends the batch to the
+    /// general path.
+    fn decode_fast(&self, messages: &[RawMessage]) -> Option<RecordBatch> {
+        let fast = self.fast.as_ref()?;
+        if messages.is_empty() {
+            return None;
+        }
+        // It accepts objects nested two deep at most (the map fields).
+        if self.limits.max_nesting_depth < 2 {
+            return None;
+        }
+        let max = self.limits.max_message_bytes;
+        if messages
+            .iter()
+            .any(|m| m.value.as_ref().is_none_or(|v| v.len() > max))
+        {
+            return None;
+        }
+        let columns = fast.decode(
+            messages
+                .iter()
+                .map(|m| m.value.as_deref().unwrap_or_default()),
+        )?;
+        let batch = RecordBatch::try_new(self.decode_schema.clone(), columns).ok()?;
+        self.value_error(&batch).is_none().then_some(batch)
+    }
+
+    /// Whether the schema-specialised decoder agrees with arrow-json on `messages`: `None`
+    /// when it declines them, else whether its batch equals arrow-json's. For the fuzz target
+    /// and the tests.
+    #[doc(hidden)]
+    pub fn fast_path_agrees(&self, messages: &[RawMessage]) -> Result<Option<bool>> {
+        let Some(fast) = self.decode_fast(messages) else {
+            return Ok(None);
+        };
+        let good: Vec<&RawMessage> = messages.iter().collect();
+        Ok(Some(self.decode_all(&good)?.is_some_and(|b| b == fast)))
+    }
+
     fn decode_json(&self, messages: &[RawMessage]) -> Result<Decoded> {
+        if let Some(batch) = self.decode_fast(messages) {
+            let all: Vec<&RawMessage> = messages.iter().collect();
+            return Ok(Decoded {
+                batch: Some(self.with_ingest_columns(batch, &all)?),
+                dead_letters: Vec::new(),
+            });
+        }
         let mut dead_letters = Vec::new();
         let mut good: Vec<&RawMessage> = Vec::with_capacity(messages.len());
         for m in messages {
@@ -560,6 +613,108 @@ mod tests {
             "{kinds:?}"
         );
         assert_eq!(out.dead_letters.len(), 6);
+    }
+
+    /// Messages the schema-specialised decoder must take, each checked against arrow-json.
+    #[test]
+    fn fast_path_matches_arrow_json() {
+        let d = decoder("telemetry");
+        let base = r#""host":"h1","service":"web","metric":"cpu_pct""#;
+        let cases = [
+            format!(r#"{{"ts":1764374400000000,{base},"value":1.5}}"#),
+            format!(r#" {{ "ts" : 1764374400000000 , {base} , "value" : -0 }}	"#),
+            format!(r#"{{{base},"value":1e3,"ts":1764374400000001,"region":null}}"#),
+            format!(r#"{{"ts":"2025-11-29T01:02:03.456789Z",{base},"value":1E-3}}"#),
+            format!(r#"{{"ts":"2025-11-29T01:02:03+02:00",{base},"value":0.1}}"#),
+            format!(r#"{{"ts":"2025-11-29 01:02:03",{base},"value":5e-324}}"#),
+            format!(r#"{{"ts":1764374400000000,{base},"value":1.7976931348623157e308}}"#),
+            format!(r#"{{"ts":1764374400000000,{base},"value":123456789.123456789012}}"#),
+            format!(r#"{{"ts":1764374400000000,{base},"value":2,"labels":{{}}}}"#),
+            format!(r#"{{"ts":1764374400000000,{base},"value":2,"labels":null}}"#),
+            format!(
+                r#"{{"ts":1764374400000000,{base},"value":2,"labels":{{"a":"b","c":null,"a":"d"}}}}"#
+            ),
+            format!(
+                r#"{{"ts":1764374400000000,{base},"value":2,"extra":"x","n":-1.5e2,"t":true,"f":false,"z":null}}"#
+            ),
+            format!(r#"{{"ts":1764374400000000,{base},"value":2,"region":"ünïcødé €"}}"#),
+            format!(
+                r#"{{"ts":1764374400000000,{base},"value":2,"region":"a-region-name-longer-than-sixteen-bytes"}}"#
+            ),
+            format!(r#"{{"ts":1764374400000000,{base},"value":2,"region":"12345678"}}"#),
+        ];
+        let msgs: Vec<RawMessage> = cases
+            .iter()
+            .enumerate()
+            .map(|(i, c)| msg(i as i64, c))
+            .collect();
+        for m in &msgs {
+            assert_eq!(
+                d.fast_path_agrees(std::slice::from_ref(m)).unwrap(),
+                Some(true),
+                "{:?}",
+                String::from_utf8_lossy(m.value.as_deref().unwrap())
+            );
+        }
+        assert_eq!(d.fast_path_agrees(&msgs).unwrap(), Some(true));
+    }
+
+    /// Messages it must leave to arrow-json, which still decodes (or dead-letters) them.
+    #[test]
+    fn fast_path_declines_what_it_does_not_handle_exactly() {
+        let d = decoder("telemetry");
+        let base = r#""host":"h1","service":"web","metric":"cpu_pct""#;
+        let declined = [
+            r#"{"ts":1764374400000000,"host":"h\"1","service":"w","metric":"m","value":1}"#
+                .to_string(),
+            format!(r#"{{"ts":1764374400000000,{base},"value":1,"value":2}}"#),
+            format!(r#"{{"ts":1764374400000000,{base},"value":1,"x":{{"y":1}}}}"#),
+            format!(r#"{{"ts":1764374400000000,{base},"value":"1.5"}}"#),
+            format!(r#"{{"ts":1764374400000000,{base},"value":01}}"#),
+            format!(r#"{{"ts":1764374400000000,{base},"value":1.}}"#),
+            format!(r#"{{"ts":1764374400000000,{base},"value":1e400}}"#),
+            format!(r#"{{"ts":1764374400000000.5,{base},"value":1}}"#),
+            format!(r#"{{"ts":1764374400000000,{base}}}"#),
+            format!(r#"{{"ts":1764374400000000,{base},"value":null}}"#),
+            format!(r#"{{"ts":1764374400000000,{base},"value":1}} x"#),
+            format!(r#"{{"ts":1764374400000000,{base},"value":1,}}"#),
+            format!(r#"{{"ts":86400000000,{base},"value":1}}"#),
+            format!(r#"{{"ts":"yesterday",{base},"value":1}}"#),
+            format!(r#"{{"ts":1764374400000000,{base},"value":1,"region":"0123456789\"ab"}}"#),
+            format!(r#"{{"ts":1764374400000000,{base},"value":1,"region":"0123456789\tab"}}"#),
+            format!("{{\"ts\":1764374400000000,{base},\"value\":1,\"region\":\"0123456789\tab\"}}"),
+        ];
+        for c in &declined {
+            assert_eq!(d.fast_path_agrees(&[msg(0, c)]).unwrap(), None, "{c}");
+        }
+        // Invalid UTF-8 in a field the schema lacks still fails the message (arrow-json's call).
+        let mut bad_utf8 = msg(0, "");
+        let mut bytes = format!(r#"{{"ts":1764374400000000,{base},"value":1,"x":""#).into_bytes();
+        bytes.extend_from_slice(b"\xff\xfe\"}");
+        bad_utf8.value = Some(bytes);
+        assert_eq!(d.fast_path_agrees(&[bad_utf8]).unwrap(), None);
+        let strict = decoder("telemetry").with_strict(true);
+        let unknown = format!(r#"{{"ts":1764374400000000,{base},"value":1,"extra":1}}"#);
+        assert_eq!(strict.fast_path_agrees(&[msg(0, &unknown)]).unwrap(), None);
+        let out = strict.decode(&[msg(0, &unknown)]).unwrap();
+        assert_eq!(out.dead_letters[0].kind, DeadLetterKind::UnknownField);
+        assert!(
+            decoder("events").fast.is_none(),
+            "JSON-text fields take the general path"
+        );
+        // One declined message sends the batch to arrow-json: the escaped string is a row
+        // there, the out-of-range time a dead letter.
+        let out = d
+            .decode(&[msg(0, GOOD), msg(1, &declined[0]), msg(2, &declined[12])])
+            .unwrap();
+        let host = out.batch.unwrap();
+        let host = host.column_by_name("host").unwrap().as_string::<i32>();
+        assert_eq!((host.len(), host.value(1)), (2, "h\"1"));
+        assert_eq!(out.dead_letters.len(), 1);
+        assert_eq!(
+            out.dead_letters[0].kind,
+            DeadLetterKind::TimestampOutOfRange
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod dead_letter;
 mod decode;
 mod error;
 mod evolve;
+mod fast;
 
 pub use classify::sample_bad_messages;
 pub use dead_letter::{DeadLetter, DeadLetterKind, dead_letter_batch};

@@ -1,5 +1,6 @@
 //! What every decoder must do with any input: never panic, and account for every message —
-//! each one is a row or a dead letter, and the well-formed neighbours of a bad message are kept.
+//! each one is a row or a dead letter, and the well-formed neighbours of a bad message are kept;
+//! and wherever the schema-specialised JSON decoder takes a batch, its batch is arrow-json's.
 
 use sakura_decode::{DecodeLimits, EventDecoder, Format, RawMessage};
 
@@ -32,6 +33,12 @@ pub fn check(format: Format, data: &[u8], good: impl Fn(&str) -> Vec<u8>) {
         message(1, Some(input.to_vec())),
         message(2, Some(good(schema))),
     ];
+    for batch in [&messages[..], &messages[1..2]] {
+        let agrees = decoder
+            .fast_path_agrees(batch)
+            .expect("decoding never fails as a whole");
+        assert_ne!(agrees, Some(false), "the fast path differs from arrow-json");
+    }
     let out = decoder
         .decode(&messages)
         .expect("decoding never fails as a whole");

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
+use arrow::datatypes::DataType;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, StructType, Transaction};
@@ -14,6 +15,9 @@ use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use schemas::{EventSchema, FieldDef, Storage, TAG_PARTITION, TAG_TOPIC, TableDef};
 
 use crate::evolve;
@@ -207,7 +211,8 @@ impl DeltaSink {
     /// A writer of new Parquet files for this table (see [`FileWriter::write`]).
     pub(crate) fn file_writer(&self) -> Result<FileWriter> {
         let writer = RecordBatchWriter::for_table(&self.table)
-            .map_err(|e| Error::delta(&self.def.table, "failed to start a file writer", e))?;
+            .map_err(|e| Error::delta(&self.def.table, "failed to start a file writer", e))?
+            .with_writer_properties(writer_properties(&self.def.schema));
         Ok(FileWriter {
             writer,
             table: self.def.table.to_string(),
@@ -248,6 +253,28 @@ impl DeltaSink {
                 .map_err(|e| Error::delta(&self.def.table, "failed to commit", e))?;
         Ok(commit.version)
     }
+}
+
+/// Parquet settings of ingest's files: Snappy (delta-rs's default), and no dictionary for
+/// columns whose values rarely repeat — timestamps, floats, `_offset` — where the dictionary
+/// only costs a hash of every value before the writer falls back to plain encoding. Strings,
+/// integers and booleans keep it.
+fn writer_properties(schema: &arrow::datatypes::Schema) -> WriterProperties {
+    schema
+        .fields()
+        .iter()
+        .filter(|f| {
+            f.name() == "_offset"
+                || matches!(
+                    f.data_type(),
+                    DataType::Timestamp(..) | DataType::Float64 | DataType::Float32
+                )
+        })
+        .fold(
+            WriterProperties::builder().set_compression(Compression::SNAPPY),
+            |b, f| b.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false),
+        )
+        .build()
 }
 
 /// Writes the Parquet files of one commit's rows from one topic-partition.
