@@ -14,6 +14,8 @@ pub enum Error {
     NotFound(String),
     #[error("not supported: {0}")]
     Unimplemented(String),
+    #[error("cancelled: {0}")]
+    Cancelled(String),
     #[error("query failed: {0}")]
     Query(#[from] DataFusionError),
     #[error("arrow: {0}")]
@@ -41,6 +43,7 @@ impl Error {
             Self::InvalidArgument(_) => Code::InvalidArgument,
             Self::NotFound(_) => Code::NotFound,
             Self::Unimplemented(_) => Code::Unimplemented,
+            Self::Cancelled(_) => Code::Cancelled,
             Self::Query(e) => datafusion_code(e),
             Self::Arrow(ArrowError::CastError(_) | ArrowError::ParseError(_)) => {
                 Code::InvalidArgument

@@ -4,9 +4,11 @@
 //! `sakura sql`). Out: Arrow record batches produced by a [`QueryExecutor`] — the engine in
 //! production, a fake in tests. Every error becomes a gRPC status in `error.rs`.
 
+mod cancel;
 mod error;
 mod executor;
 mod http;
+mod prepared;
 mod server;
 mod service;
 mod sql_info;

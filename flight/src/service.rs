@@ -7,25 +7,35 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::server::FlightSqlService;
+use arrow_flight::sql::server::PeekableFlightDataStream;
 use arrow_flight::sql::{
-    CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes,
-    CommandGetTables, CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, CommandGetCatalogs,
+    CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandStatementQuery,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
+    Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus,
     FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
 };
-use futures::{Stream, TryStreamExt, stream};
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt, stream};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
 use crate::Error;
-use crate::executor::QueryExecutor;
-use crate::sql_info::SQL_INFO;
+use crate::cancel::Cancellations;
+use crate::executor::{QueryExecutor, QueryStream};
+use crate::prepared::{self, Handle};
+use crate::sql_info::{SQL_INFO, XDBC_TYPES};
 
 type DoGetStream = <SakuraFlightSql as FlightService>::DoGetStream;
 
@@ -33,12 +43,94 @@ type DoGetStream = <SakuraFlightSql as FlightService>::DoGetStream;
 #[derive(Debug, Clone)]
 pub struct SakuraFlightSql {
     executor: Arc<dyn QueryExecutor>,
+    cancellations: Cancellations,
 }
 
 impl SakuraFlightSql {
     pub fn new(executor: Arc<dyn QueryExecutor>) -> Self {
-        Self { executor }
+        Self {
+            executor,
+            cancellations: Cancellations::default(),
+        }
     }
+
+    /// Streams a query's result, stoppable by `CancelFlightInfo` on its ticket.
+    fn stream(&self, ticket: Bytes, (schema, batches): QueryStream) -> Response<DoGetStream> {
+        encode(schema, self.cancellations.track(ticket, batches))
+    }
+
+    /// Executes a prepared statement once per bound parameter row (once when it has no
+    /// parameters), results concatenated.
+    async fn execute_prepared(&self, handle: &Handle) -> Result<QueryStream, Status> {
+        let rows = handle.parameter_rows()?;
+        if rows.is_empty() {
+            let (_, parameters) = self.executor.prepare(&handle.sql).await?;
+            if !parameters.fields().is_empty() {
+                return Err(Error::InvalidArgument(format!(
+                    "the statement has {} parameter(s); bind them (DoPut) before executing it",
+                    parameters.fields().len()
+                ))
+                .into());
+            }
+            return Ok(self.executor.execute(&handle.sql).await?);
+        }
+        let mut streams = Vec::with_capacity(rows.len());
+        for row in rows {
+            streams.push(self.executor.execute_with(&handle.sql, row).await?);
+        }
+        let schema = streams[0].0.clone();
+        Ok((
+            schema,
+            Box::pin(stream::iter(streams.into_iter().map(|(_, s)| s)).flatten()),
+        ))
+    }
+}
+
+/// An empty result of a key command (this engine has no primary or foreign keys).
+fn no_keys(schema: SchemaRef) -> Result<Response<DoGetStream>, Status> {
+    Ok(encode(schema, stream::empty()))
+}
+
+/// The result schema of `GetPrimaryKeys` (Flight SQL specification).
+fn primary_keys_schema() -> SchemaRef {
+    use arrow::datatypes::{DataType, Field, Schema};
+    Arc::new(Schema::new(vec![
+        Field::new("catalog_name", DataType::Utf8, true),
+        Field::new("db_schema_name", DataType::Utf8, true),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("column_name", DataType::Utf8, false),
+        Field::new("key_name", DataType::Utf8, true),
+        Field::new("key_sequence", DataType::Int32, false),
+    ]))
+}
+
+/// The result schema of `GetExportedKeys`, `GetImportedKeys` and `GetCrossReference`.
+fn foreign_keys_schema() -> SchemaRef {
+    use arrow::datatypes::{DataType, Field, Schema};
+    let text = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
+    Arc::new(Schema::new(vec![
+        text("pk_catalog_name", true),
+        text("pk_db_schema_name", true),
+        text("pk_table_name", false),
+        text("pk_column_name", false),
+        text("fk_catalog_name", true),
+        text("fk_db_schema_name", true),
+        text("fk_table_name", false),
+        text("fk_column_name", false),
+        Field::new("key_sequence", DataType::Int32, false),
+        text("fk_key_name", true),
+        text("pk_key_name", true),
+        Field::new("update_rule", DataType::UInt8, false),
+        Field::new("delete_rule", DataType::UInt8, false),
+    ]))
+}
+
+/// The tickets of every endpoint of `info`.
+fn tickets_of(info: &FlightInfo) -> Vec<Bytes> {
+    info.endpoint
+        .iter()
+        .filter_map(|e| e.ticket.as_ref().map(|t| t.ticket.clone()))
+        .collect()
 }
 
 fn ticket_for(msg: impl ProstMessageExt) -> Ticket {
@@ -89,11 +181,6 @@ fn one_batch(batch: Result<RecordBatch, FlightError>) -> Result<Response<DoGetSt
     Ok(encode(batch.schema(), stream::iter([Ok(batch)])))
 }
 
-fn statement_sql(handle: &[u8]) -> Result<String, Status> {
-    String::from_utf8(handle.to_vec())
-        .map_err(|_| Error::InvalidArgument("statement handle is not UTF-8 SQL".into()).into())
-}
-
 #[tonic::async_trait]
 impl FlightSqlService for SakuraFlightSql {
     type FlightService = Self;
@@ -120,7 +207,7 @@ impl FlightSqlService for SakuraFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = self.executor.schema(&query.query).await?;
         let ticket = ticket_for(TicketStatementQuery {
-            statement_handle: query.query.into_bytes().into(),
+            statement_handle: Handle::statement_ticket(query.query).to_bytes(),
         });
         Ok(Response::new(flight_info(
             &schema,
@@ -132,13 +219,237 @@ impl FlightSqlService for SakuraFlightSql {
     async fn do_get_statement(
         &self,
         ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let raw = request.into_inner().ticket;
+        self.cancellations.check(&raw)?;
+        let handle = Handle::decode(&ticket.statement_handle)?;
+        let started = std::time::Instant::now();
+        let result = if handle.prepared {
+            self.execute_prepared(&handle).await?
+        } else {
+            self.executor.execute(&handle.sql).await?
+        };
+        info!(
+            sql = %handle.sql,
+            prepared = handle.prepared,
+            query_id = %handle.query_id,
+            planning_ms = started.elapsed().as_millis() as u64,
+            "query"
+        );
+        Ok(self.stream(raw, result))
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let sql = prepared::number_placeholders(&query.query);
+        let (dataset, parameters) = self.executor.prepare(&sql).await?;
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: Handle::new(sql).to_bytes(),
+            dataset_schema: prepared::schema_bytes(&dataset)?,
+            parameter_schema: prepared::schema_bytes(&parameters)?,
+        })
+    }
+
+    /// Nothing to free: the handle is the whole statement.
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<(), Status> {
+        Handle::decode(&query.prepared_statement_handle)?;
+        Ok(())
+    }
+
+    /// Binds parameter rows: the answer is a new handle that carries them.
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let handle = Handle::decode(&query.prepared_statement_handle)?;
+        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(
+            request.into_inner().map_err(FlightError::from),
+        )
+        .try_collect()
+        .await
+        .map_err(|e| Error::InvalidArgument(format!("bad parameter batch: {e}")))?;
+        let bound = handle.bind(&batches)?;
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(bound.to_bytes()),
+        })
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let handle = Handle::decode(&query.prepared_statement_handle)?;
+        let schema = match handle.parameter_rows()?.into_iter().next() {
+            Some(row) => self.executor.execute_with(&handle.sql, row).await?.0,
+            None => self.executor.prepare(&handle.sql).await?.0,
+        };
+        let ticket = ticket_for(TicketStatementQuery {
+            statement_handle: handle.ticket().to_bytes(),
+        });
+        Ok(Response::new(flight_info(
+            &schema,
+            ticket,
+            request.into_inner(),
+        )?))
+    }
+
+    /// Tickets of prepared statements are statement tickets (with a query id); this answers
+    /// a client that sends the command itself as a ticket.
+    async fn do_get_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let raw = request.into_inner().ticket;
+        self.cancellations.check(&raw)?;
+        let handle = Handle::decode(&query.prepared_statement_handle)?;
+        let started = std::time::Instant::now();
+        let result = self.execute_prepared(&handle).await?;
+        info!(sql = %handle.sql, prepared = true, planning_ms = started.elapsed().as_millis() as u64, "query");
+        Ok(self.stream(raw, result))
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let data = XDBC_TYPES
+            .as_ref()
+            .map_err(|e| Status::internal(e.clone()))?;
+        metadata_info(query.into_builder(data).schema(), query, request)
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let sql = statement_sql(&ticket.statement_handle)?;
-        let started = std::time::Instant::now();
-        let (schema, batches) = self.executor.execute(&sql).await?;
-        info!(sql = %sql, planning_ms = started.elapsed().as_millis() as u64, "query");
-        Ok(encode(schema, batches))
+        let data = XDBC_TYPES
+            .as_ref()
+            .map_err(|e| Status::internal(e.clone()))?;
+        one_batch(query.into_builder(data).build())
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(primary_keys_schema(), query, request)
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        _query: CommandGetPrimaryKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        no_keys(primary_keys_schema())
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(foreign_keys_schema(), query, request)
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        no_keys(foreign_keys_schema())
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(foreign_keys_schema(), query, request)
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        no_keys(foreign_keys_schema())
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(foreign_keys_schema(), query, request)
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        _query: CommandGetCrossReference,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        no_keys(foreign_keys_schema())
+    }
+
+    /// The deprecated Flight SQL `CancelQuery`, answered like `CancelFlightInfo`.
+    async fn do_action_cancel_query(
+        &self,
+        query: ActionCancelQueryRequest,
+        _request: Request<Action>,
+    ) -> Result<ActionCancelQueryResult, Status> {
+        let info = FlightInfo::decode(query.info)
+            .map_err(|e| Error::InvalidArgument(format!("bad FlightInfo: {e}")))?;
+        self.cancellations.cancel(&tickets_of(&info));
+        Ok(ActionCancelQueryResult {
+            // CANCEL_RESULT_CANCELLED (the generated enum is not re-exported).
+            result: 1,
+        })
+    }
+
+    async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
+        Some(vec![Ok(ActionType {
+            r#type: "CancelFlightInfo".into(),
+            description: "Cancel the queries of a FlightInfo's tickets (this server)".into(),
+        })])
+    }
+
+    /// `CancelFlightInfo` (a core Flight action, not a Flight SQL command).
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let action = request.into_inner();
+        if action.r#type != "CancelFlightInfo" {
+            return Err(Error::Unimplemented(format!("action {:?}", action.r#type)).into());
+        }
+        let req = CancelFlightInfoRequest::decode(action.body)
+            .map_err(|e| Error::InvalidArgument(format!("bad CancelFlightInfoRequest: {e}")))?;
+        let info = req.info.ok_or_else(|| {
+            Error::InvalidArgument("CancelFlightInfoRequest without a FlightInfo".into())
+        })?;
+        let stopped = self.cancellations.cancel(&tickets_of(&info));
+        info!(running_stopped = stopped, "CancelFlightInfo");
+        let result = CancelFlightInfoResult {
+            status: CancelStatus::Cancelled as i32,
+        };
+        let body = arrow_flight::Result {
+            body: result.encode_to_vec().into(),
+        };
+        Ok(Response::new(Box::pin(stream::iter([Ok(body)]))))
     }
 
     async fn get_flight_info_catalogs(

@@ -1,8 +1,9 @@
 """Unmodified ADBC Flight SQL driver (the Go client Grafana's data source also uses) against sakura.
 
 Usage: adbc_client.py grpc://HOST:PORT
-Prints one JSON line: tables listed by adbc_get_objects, count(*) of raw.telemetry, and the
-columns adbc_get_table_schema reports for it.
+Prints one JSON line: tables listed by adbc_get_objects, count(*) of raw.telemetry, the
+columns adbc_get_table_schema reports for it, and the results of prepared statements with bound
+parameters (DB-API `?` placeholders).
 """
 import json
 import sys
@@ -32,11 +33,27 @@ def main(uri: str) -> None:
                 "GROUP BY 1, 2 ORDER BY 1 LIMIT 20"
             )
             buckets = cur.fetchall()
+            # Prepared statements: parameters bound through DoPut, executed, re-executed with
+            # other values, and the parameter schema the server reports.
+            cur.execute("SELECT CAST(? AS BIGINT) + 1 AS x, upper(?) AS s", (41, "abc"))
+            constants = list(cur.fetchone())
+            per_service = {}
+            for service in ("web", "db", "no-such-service"):
+                cur.execute(
+                    "SELECT count(*) FROM raw.telemetry WHERE service = ? AND value >= ?",
+                    (service, 0.0),
+                )
+                per_service[service] = cur.fetchone()[0]
+            params = cur.adbc_prepare("SELECT host FROM raw.telemetry WHERE service = ? LIMIT 1")
+            param_schema = [[f.name, str(f.type)] for f in params]
     print(json.dumps({
         "tables": sorted(tables),
         "count": count,
         "schema_fields": schema.names,
         "buckets": len(buckets),
+        "prepared_constants": constants,
+        "prepared_per_service": per_service,
+        "prepared_parameter_schema": param_schema,
     }))
 
 

@@ -2,7 +2,9 @@
 hand-encoded protobuf messages wrapped in google.protobuf.Any, as the spec defines them.
 
 Usage: pyarrow_client.py grpc://HOST:PORT
-Prints one JSON line: count(*) of raw.telemetry and the tables GetTables lists.
+Prints one JSON line: count(*) of raw.telemetry, the tables GetTables lists, the type names
+GetXdbcTypeInfo lists, the row count of GetPrimaryKeys, and what a DoGet of a ticket cancelled
+with CancelFlightInfo answers.
 """
 import json
 import sys
@@ -48,7 +50,33 @@ def main(uri: str) -> None:
         f"{r['catalog_name']}.{r['db_schema_name']}.{r['table_name']}"
         for t in tables for r in t.to_pylist()
     )
-    print(json.dumps({"count": count, "schema": info.schema.names, "tables": listed}))
+    _, xdbc = fetch(client, any_command("CommandGetXdbcTypeInfo", b""))
+    type_names = sorted(r["type_name"] for t in xdbc for r in t.to_pylist())
+    keys_cmd = field_bytes(3, b"telemetry")  # CommandGetPrimaryKeys.table = 3
+    _, keys = fetch(client, any_command("CommandGetPrimaryKeys", keys_cmd))
+    primary_keys = sum(t.num_rows for t in keys)
+
+    # CancelFlightInfo (a core Flight action): the cancelled ticket is refused afterwards.
+    slow = field_bytes(1, b"SELECT count(*) AS n FROM raw.telemetry")
+    slow_info = client.get_flight_info(
+        flight.FlightDescriptor.for_command(any_command("CommandStatementQuery", slow)))
+    request = field_bytes(1, slow_info.serialize())  # CancelFlightInfoRequest.info = 1
+    results = list(client.do_action(flight.Action("CancelFlightInfo", request)))
+    cancel_status = results[0].body.to_pybytes()  # CancelFlightInfoResult: status = 1
+    try:
+        client.do_get(slow_info.endpoints[0].ticket).read_all()
+        after_cancel = "rows"
+    except flight.FlightCancelledError as e:
+        after_cancel = "cancelled: " + str(e).splitlines()[0]
+    print(json.dumps({
+        "count": count,
+        "schema": info.schema.names,
+        "tables": listed,
+        "xdbc_types": type_names,
+        "primary_keys": primary_keys,
+        "cancel_status": list(cancel_status),
+        "after_cancel": after_cancel,
+    }))
 
 
 if __name__ == "__main__":

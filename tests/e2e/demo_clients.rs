@@ -70,6 +70,19 @@ fn demo_serves_external_clients_and_leaves_readable_delta_tables() {
     );
     assert!(fields.contains(&"_offset".to_string()), "{adbc}");
     assert!(adbc["buckets"].as_i64().unwrap() > 0, "{adbc}");
+    // Prepared statements with `?` parameters bound through DoPut.
+    assert_eq!(adbc["prepared_constants"], serde_json::json!([42, "ABC"]));
+    let per_service = &adbc["prepared_per_service"];
+    for service in ["web", "db"] {
+        let n = per_service[service].as_i64().unwrap();
+        assert!(n > 0, "no {service} rows through a bound parameter: {adbc}");
+    }
+    assert_eq!(per_service["no-such-service"], 0, "{adbc}");
+    assert_eq!(
+        adbc["prepared_parameter_schema"],
+        serde_json::json!([["$1", "string"]]),
+        "{adbc}"
+    );
 
     let pa = python::run("pyarrow_client.py", &[&uri]);
     assert!(pa["count"].as_i64().unwrap() >= first, "{pa}");
@@ -80,6 +93,30 @@ fn demo_serves_external_clients_and_leaves_readable_delta_tables() {
             .iter()
             .any(|t| t == "sakura.raw.telemetry"),
         "{pa}"
+    );
+
+    let types: Vec<String> = serde_json::from_value(pa["xdbc_types"].clone()).unwrap();
+    for t in ["BIGINT", "DOUBLE", "VARCHAR", "TIMESTAMP", "BOOLEAN"] {
+        assert!(
+            types.contains(&t.to_string()),
+            "GetXdbcTypeInfo lacks {t}: {pa}"
+        );
+    }
+    assert_eq!(
+        pa["primary_keys"], 0,
+        "GetPrimaryKeys is empty, not an error: {pa}"
+    );
+    assert_eq!(
+        pa["cancel_status"],
+        serde_json::json!([8, 1]),
+        "CANCELLED: {pa}"
+    );
+    assert!(
+        pa["after_cancel"]
+            .as_str()
+            .unwrap()
+            .starts_with("cancelled:"),
+        "a cancelled ticket is refused: {pa}"
     );
 
     let rows = sakura::sql(flight, "SELECT count(*) AS n FROM raw.telemetry").unwrap();
