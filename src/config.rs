@@ -24,6 +24,7 @@ pub(crate) struct Config {
     pub(crate) engine: EngineConfig,
     pub(crate) flight: FlightConfig,
     pub(crate) http: HttpConfig,
+    pub(crate) auth: flight::AuthConfig,
 }
 
 /// `[storage]`: where the tables live.

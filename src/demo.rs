@@ -188,6 +188,8 @@ pub(crate) async fn run(opts: DemoOptions) -> Result<()> {
     cfg.ingest.flush_age_ms = 2_000;
     cfg.flight.listen = opts.flight_addr.clone();
     cfg.http.listen = opts.http_addr.clone();
+    // The demo is for one machine: no authentication (a real deployment configures [auth]).
+    cfg.auth.required = false;
     cfg.validate()?;
 
     println!("Sakura Analytics demo");

@@ -79,6 +79,35 @@ enum Command {
         endpoint: String,
         #[arg(long, value_enum, default_value = "table")]
         format: sql_client::Format,
+        /// A bearer token (an API token, a JWT, or one the handshake issued).
+        #[arg(long, env = "SAKURA_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Authenticate with HTTP Basic at the handshake as this user (password from
+        /// SAKURA_PASSWORD).
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, env = "SAKURA_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+    },
+    /// Make credentials for the `[auth]` section.
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuthCommand {
+    /// Read a password from standard input and print its `password_hash` for `[[auth.users]]`.
+    HashPassword,
+    /// Print a new random API token and its `hash` for `[[auth.tokens]]` (the token is shown
+    /// once; only the hash goes into the config).
+    NewToken {
+        /// The token's owner, e.g. grafana.
+        name: String,
+        /// Roles to grant, comma-separated.
+        #[arg(long, default_value = "reader")]
+        roles: String,
     },
 }
 
@@ -131,6 +160,38 @@ async fn serve(config: Option<PathBuf>, with_flight: bool) -> Result<()> {
     outcome.and(stopped)
 }
 
+fn auth_command(command: AuthCommand) -> Result<()> {
+    match command {
+        AuthCommand::HashPassword => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .map_err(|e| error::Error::io("failed to read the password from stdin", e))?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                return Err(error::Error::Client("empty password on stdin".into()));
+            }
+            println!("{}", flight::hash_password(password)?);
+        }
+        AuthCommand::NewToken { name, roles } => {
+            let token = flight::new_token()?;
+            let roles: Vec<String> = roles
+                .split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(|r| format!("{r:?}"))
+                .collect();
+            println!("token (give it to {name}; it is not stored): {token}");
+            println!();
+            println!("[[auth.tokens]]");
+            println!("name = {name:?}");
+            println!("hash = \"{}\"", flight::token_hash(&token));
+            println!("roles = [{}]", roles.join(", "));
+        }
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo {
@@ -159,14 +220,23 @@ async fn run(cli: Cli) -> Result<()> {
             query,
             endpoint,
             format,
+            token,
+            user,
+            password,
         } => {
-            let batches = sql_client::query(&endpoint, &query).await?;
+            let credentials = match (token, user) {
+                (Some(t), _) => sql_client::Credentials::Token(t),
+                (None, Some(u)) => sql_client::Credentials::Basic(u, password.unwrap_or_default()),
+                (None, None) => sql_client::Credentials::None,
+            };
+            let batches = sql_client::query(&endpoint, &query, &credentials).await?;
             print!("{}", sql_client::render(&batches, format)?);
             if format == sql_client::Format::Table {
                 println!();
             }
             Ok(())
         }
+        Command::Auth { command } => auth_command(command),
     }
 }
 

@@ -11,7 +11,7 @@ use flight::{HttpState, MetricsRenderer, QueryExecutor};
 use ingest::{IngestStats, Pipeline};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -48,6 +48,17 @@ impl Node {
         extra_metrics: Option<MetricsRenderer>,
         with_flight: bool,
     ) -> Result<Self> {
+        // Checked before anything starts, so a bad [auth] section fails fast. Ingest-only
+        // processes serve no queries and need no credentials.
+        let auth = if with_flight {
+            let auth = flight::Authenticator::new(&cfg.auth)?;
+            if !auth.required() {
+                warn!("authentication is off (auth.required = false): every caller is an admin");
+            }
+            Some(auth)
+        } else {
+            None
+        };
         let storage = cfg.storage()?;
         let stats = Arc::new(IngestStats::default());
         let (shutdown, rx) = watch::channel(false);
@@ -56,14 +67,14 @@ impl Node {
         let pipeline = Pipeline::start(&cfg.kafka, &cfg.ingest, &storage, stats.clone()).await?;
         let engine = Engine::new(storage.clone(), &cfg.engine).await?;
 
-        let flight_listener = if with_flight {
-            Some(flight::bind(&cfg.flight.listen).await?)
-        } else {
-            None
+        let flight_listener = match auth {
+            Some(auth) => Some((flight::bind(&cfg.flight.listen).await?, auth)),
+            None => None,
         };
+
         let flight_addr = flight_listener
             .as_ref()
-            .map(flight::local_addr)
+            .map(|(l, _)| flight::local_addr(l))
             .transpose()?;
         let http_listener = flight::bind(&cfg.http.listen).await?;
         let http_addr = flight::local_addr(&http_listener)?;
@@ -79,13 +90,13 @@ impl Node {
         });
 
         let mut tasks = JoinSet::new();
-        if let Some(listener) = flight_listener {
+        if let Some((listener, auth)) = flight_listener {
             let executor: Arc<dyn QueryExecutor> = Arc::new(engine.clone());
             let stop = stopped(rx.clone());
             tasks.spawn(async move {
                 (
                     "flight",
-                    flight::serve_flight(listener, executor, stop)
+                    flight::serve_flight(listener, executor, auth, stop)
                         .await
                         .map_err(Error::from),
                 )

@@ -19,14 +19,38 @@ fn client_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Client(format!("{what}: {e}"))
 }
 
+/// How `sakura sql` authenticates.
+#[derive(Debug, Clone)]
+pub(crate) enum Credentials {
+    None,
+    /// A bearer token.
+    Token(String),
+    /// User and password for the handshake, which returns a bearer token.
+    Basic(String, String),
+}
+
 /// Runs `sql` on the Flight SQL server at `endpoint` and returns the result batches.
-pub(crate) async fn query(endpoint: &str, sql: &str) -> Result<Vec<RecordBatch>> {
+pub(crate) async fn query(
+    endpoint: &str,
+    sql: &str,
+    credentials: &Credentials,
+) -> Result<Vec<RecordBatch>> {
     let channel = Endpoint::from_shared(http_endpoint(endpoint))
         .map_err(|e| client_err(&format!("invalid endpoint {endpoint:?}"), e))?
         .connect()
         .await
         .map_err(|e| client_err(&format!("cannot connect to {endpoint}"), e))?;
     let mut client = FlightSqlServiceClient::new(channel);
+    match credentials {
+        Credentials::None => {}
+        Credentials::Token(t) => client.set_token(t.clone()),
+        Credentials::Basic(user, password) => {
+            client
+                .handshake(user, password)
+                .await
+                .map_err(|e| client_err("authentication failed", e))?;
+        }
+    }
     let info = client
         .execute(sql.to_string(), None)
         .await

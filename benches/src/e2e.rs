@@ -104,6 +104,8 @@ pub(crate) fn run(
     let (flight, metrics_port) = (free_port()?, free_port()?);
     let config = format!(
         r#"{storage}
+[auth]
+required = false
 [kafka]
 brokers = "{}"
 group_id = "bench-e2e-{kind}-{run}"

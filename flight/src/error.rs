@@ -16,6 +16,12 @@ pub enum Error {
     Unimplemented(String),
     #[error("cancelled: {0}")]
     Cancelled(String),
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
     #[error("query failed: {0}")]
     Query(#[from] DataFusionError),
     #[error("arrow: {0}")]
@@ -44,6 +50,8 @@ impl Error {
             Self::NotFound(_) => Code::NotFound,
             Self::Unimplemented(_) => Code::Unimplemented,
             Self::Cancelled(_) => Code::Cancelled,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::Query(e) => datafusion_code(e),
             Self::Arrow(ArrowError::CastError(_) | ArrowError::ParseError(_)) => {
                 Code::InvalidArgument
@@ -51,6 +59,7 @@ impl Error {
             Self::Arrow(_)
             | Self::Encode(_)
             | Self::Bind { .. }
+            | Self::Config(_)
             | Self::Transport(_)
             | Self::Http(_) => Code::Internal,
         }

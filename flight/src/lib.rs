@@ -4,6 +4,7 @@
 //! `sakura sql`). Out: Arrow record batches produced by a [`QueryExecutor`] — the engine in
 //! production, a fake in tests. Every error becomes a gRPC status in `error.rs`.
 
+mod auth;
 mod cancel;
 mod error;
 mod executor;
@@ -13,6 +14,10 @@ mod server;
 mod service;
 mod sql_info;
 
+pub use auth::{
+    AuthConfig, Authenticator, Identity, JwtConfig, TokenConfig, UserConfig, hash_password,
+    new_token, token_hash,
+};
 pub use error::{Error, Result};
 pub use executor::{QueryExecutor, QueryStream};
 pub use http::{HttpState, MetricsRenderer, router, serve_http};

@@ -5,9 +5,72 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::auth::Authenticator;
 use crate::executor::QueryExecutor;
 use crate::service::SakuraFlightSql;
 use crate::{Error, Result};
+
+/// Authenticates every Flight call except the handshake (which authenticates itself) from its
+/// `authorization` header, and hands the [`crate::Identity`] to the service in the request's
+/// extensions. A failure is answered with `UNAUTHENTICATED` without reaching the service.
+#[derive(Debug, Clone)]
+pub(crate) struct AuthLayer {
+    auth: Arc<Authenticator>,
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct AuthService<S> {
+    inner: S,
+    auth: Arc<Authenticator>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for AuthService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        if !req.uri().path().ends_with("/Handshake") {
+            let header = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            match self.auth.authenticate(header) {
+                Ok(identity) => {
+                    req.extensions_mut().insert(identity);
+                }
+                Err(e) => {
+                    tracing::info!(path = req.uri().path(), error = %e, "call refused");
+                    let response = tonic::Status::from(e).into_http();
+                    return Box::pin(async move { Ok(response) });
+                }
+            }
+        }
+        Box::pin(self.inner.call(req))
+    }
+}
 
 /// Largest request a client may send (a statement or a bound parameter batch).
 const MAX_DECODING_BYTES: usize = 64 * 1024 * 1024;
@@ -24,11 +87,13 @@ pub async fn bind(addr: &str) -> Result<TcpListener> {
 pub async fn serve_flight(
     listener: TcpListener,
     executor: Arc<dyn QueryExecutor>,
+    auth: Arc<Authenticator>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let svc = FlightServiceServer::new(SakuraFlightSql::new(executor))
+    let svc = FlightServiceServer::new(SakuraFlightSql::new(executor, auth.clone()))
         .max_decoding_message_size(MAX_DECODING_BYTES);
     tonic::transport::Server::builder()
+        .layer(AuthLayer { auth })
         .add_service(svc)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;

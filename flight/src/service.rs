@@ -32,6 +32,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
 use crate::Error;
+use crate::auth::Authenticator;
 use crate::cancel::Cancellations;
 use crate::executor::{QueryExecutor, QueryStream};
 use crate::prepared::{self, Handle};
@@ -43,13 +44,15 @@ type DoGetStream = <SakuraFlightSql as FlightService>::DoGetStream;
 #[derive(Debug, Clone)]
 pub struct SakuraFlightSql {
     executor: Arc<dyn QueryExecutor>,
+    auth: Arc<Authenticator>,
     cancellations: Cancellations,
 }
 
 impl SakuraFlightSql {
-    pub fn new(executor: Arc<dyn QueryExecutor>) -> Self {
+    pub fn new(executor: Arc<dyn QueryExecutor>, auth: Arc<Authenticator>) -> Self {
         Self {
             executor,
+            auth,
             cancellations: Cancellations::default(),
         }
     }
@@ -185,19 +188,46 @@ fn one_batch(batch: Result<RecordBatch, FlightError>) -> Result<Response<DoGetSt
 impl FlightSqlService for SakuraFlightSql {
     type FlightService = Self;
 
-    /// With authentication off, the handshake succeeds with an empty token.
+    /// HTTP Basic credentials (or a valid bearer token) in the `authorization` header are
+    /// answered with a bearer token, in the response's `authorization` header and as the
+    /// payload. With authentication off it succeeds with an empty token.
     async fn do_handshake(
         &self,
-        _request: Request<Streaming<HandshakeRequest>>,
+        request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<
         Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
         Status,
     > {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        let token = if !self.auth.required() {
+            String::new()
+        } else {
+            let identity = match header {
+                Some(h) if h.len() > 6 && h[..6].eq_ignore_ascii_case("basic ") => {
+                    self.auth.basic(h)?
+                }
+                other => self.auth.authenticate(other)?,
+            };
+            info!(subject = %identity.subject, method = identity.method, "handshake");
+            self.auth.issue(&identity)?
+        };
         let reply = HandshakeResponse {
             protocol_version: 0,
-            payload: Default::default(),
+            payload: token.clone().into(),
         };
-        Ok(Response::new(Box::pin(stream::iter([Ok(reply)]))))
+        let mut response: Response<
+            Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>,
+        > = Response::new(Box::pin(stream::iter([Ok(reply)])));
+        if !token.is_empty() {
+            let value = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| Status::internal("issued token is not a valid header value"))?;
+            response.metadata_mut().insert("authorization", value);
+        }
+        Ok(response)
     }
 
     async fn get_flight_info_statement(

@@ -37,6 +37,15 @@ fn bad_values_and_unknown_keys_are_reported_with_their_key() {
     let (ok, err) = serve_with("[ingest.topics]\nmetrics = \"nope\"\n", &[]);
     assert!(!ok);
     assert!(err.contains("ingest.topics.metrics"), "{err}");
+
+    // Authentication is required by default: serving with no credentials configured is an
+    // error that says what to do, and so are malformed credentials.
+    let (ok, err) = serve_with("", &[]);
+    assert!(!ok);
+    assert!(err.contains("auth.required"), "{err}");
+    let (ok, err) = serve_with("[[auth.tokens]]\nname = \"grafana\"\nhash = \"abc\"\n", &[]);
+    assert!(!ok);
+    assert!(err.contains("auth.tokens[grafana].hash"), "{err}");
 }
 
 #[test]

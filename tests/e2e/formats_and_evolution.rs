@@ -92,6 +92,8 @@ dead_letter_topic = "sakura-dead-letters"
 telemetry = {{ schema = "telemetry", format = "protobuf" }}
 events = {{ schema = "events", evolution = "add_fields" }}
 logs = {{ schema = "logs", evolution = "dead_letter" }}
+[auth]
+required = false
 [engine]
 refresh_interval_ms = 0
 [flight]

@@ -16,6 +16,7 @@ mod broker_restarts;
 mod cli_config;
 mod crash_sigkill;
 mod demo_clients;
+mod flight_auth;
 mod formats_and_evolution;
 mod object_store_outages;
 mod rebalance;

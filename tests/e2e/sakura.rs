@@ -99,6 +99,8 @@ flush_rows = {flush_rows}
 flush_age_ms = 500
 [ingest.topics]
 telemetry = "telemetry"
+[auth]
+required = false
 [engine]
 refresh_interval_ms = 0
 "#
