@@ -25,6 +25,7 @@ pub(crate) struct Config {
     pub(crate) flight: FlightConfig,
     pub(crate) http: HttpConfig,
     pub(crate) auth: flight::AuthConfig,
+    pub(crate) tls: flight::TlsConfig,
 }
 
 /// `[storage]`: where the tables live.

@@ -88,6 +88,15 @@ enum Command {
         user: Option<String>,
         #[arg(long, env = "SAKURA_PASSWORD", hide_env_values = true)]
         password: Option<String>,
+        /// PEM CA certificate that signed the server's certificate (`grpc+tls://` endpoints;
+        /// default: the system's roots).
+        #[arg(long)]
+        tls_ca: Option<PathBuf>,
+        /// PEM client certificate for mTLS (with --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Make credentials for the `[auth]` section.
     Auth {
@@ -223,13 +232,20 @@ async fn run(cli: Cli) -> Result<()> {
             token,
             user,
             password,
+            tls_ca,
+            tls_cert,
+            tls_key,
         } => {
             let credentials = match (token, user) {
                 (Some(t), _) => sql_client::Credentials::Token(t),
                 (None, Some(u)) => sql_client::Credentials::Basic(u, password.unwrap_or_default()),
                 (None, None) => sql_client::Credentials::None,
             };
-            let batches = sql_client::query(&endpoint, &query, &credentials).await?;
+            let tls = sql_client::Tls {
+                ca: tls_ca,
+                cert: tls_cert.zip(tls_key),
+            };
+            let batches = sql_client::query(&endpoint, &query, &credentials, &tls).await?;
             print!("{}", sql_client::render(&batches, format)?);
             if format == sql_client::Format::Table {
                 println!();
@@ -267,6 +283,9 @@ fn limit_malloc_arenas() {}
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    // Dependencies enable both of rustls's crypto back ends, so it cannot pick one by itself:
+    // TLS (Flight server, `sakura sql`, S3) uses aws-lc-rs. `Err` only means one is installed.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     init_tracing(match cli.command {
         Command::Serve { .. } | Command::Ingest { .. } => "info",

@@ -55,7 +55,7 @@ impl Node {
             if !auth.required() {
                 warn!("authentication is off (auth.required = false): every caller is an admin");
             }
-            Some(auth)
+            Some((auth, cfg.tls.server_config()?))
         } else {
             None
         };
@@ -68,13 +68,13 @@ impl Node {
         let engine = Engine::new(storage.clone(), &cfg.engine).await?;
 
         let flight_listener = match auth {
-            Some(auth) => Some((flight::bind(&cfg.flight.listen).await?, auth)),
+            Some((auth, tls)) => Some((flight::bind(&cfg.flight.listen).await?, auth, tls)),
             None => None,
         };
 
         let flight_addr = flight_listener
             .as_ref()
-            .map(|(l, _)| flight::local_addr(l))
+            .map(|(l, _, _)| flight::local_addr(l))
             .transpose()?;
         let http_listener = flight::bind(&cfg.http.listen).await?;
         let http_addr = flight::local_addr(&http_listener)?;
@@ -90,13 +90,13 @@ impl Node {
         });
 
         let mut tasks = JoinSet::new();
-        if let Some((listener, auth)) = flight_listener {
+        if let Some((listener, auth, tls)) = flight_listener {
             let executor: Arc<dyn QueryExecutor> = Arc::new(engine.clone());
             let stop = stopped(rx.clone());
             tasks.spawn(async move {
                 (
                     "flight",
-                    flight::serve_flight(listener, executor, auth, stop)
+                    flight::serve_flight(listener, executor, auth, tls, stop)
                         .await
                         .map_err(Error::from),
                 )

@@ -3,7 +3,7 @@
 use arrow::array::RecordBatch;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
-use tonic::transport::Endpoint;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::error::{Error, Result};
 
@@ -29,14 +29,53 @@ pub(crate) enum Credentials {
     Basic(String, String),
 }
 
+/// TLS settings of `sakura sql` (used with `grpc+tls://` endpoints).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Tls {
+    /// CA of the server's certificate; `None`: the system's roots.
+    pub(crate) ca: Option<std::path::PathBuf>,
+    /// Client certificate and key (mTLS).
+    pub(crate) cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+fn read_pem(what: &str, path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| client_err(&format!("cannot read {what} {}", path.display()), e))
+}
+
+impl Tls {
+    fn client_config(&self) -> Result<ClientTlsConfig> {
+        let mut cfg = ClientTlsConfig::new();
+        cfg = match &self.ca {
+            Some(ca) => cfg.ca_certificate(Certificate::from_pem(read_pem("--tls-ca", ca)?)),
+            None => cfg.with_native_roots(),
+        };
+        if let Some((cert, key)) = &self.cert {
+            cfg = cfg.identity(Identity::from_pem(
+                read_pem("--tls-cert", cert)?,
+                read_pem("--tls-key", key)?,
+            ));
+        }
+        Ok(cfg)
+    }
+}
+
 /// Runs `sql` on the Flight SQL server at `endpoint` and returns the result batches.
 pub(crate) async fn query(
     endpoint: &str,
     sql: &str,
     credentials: &Credentials,
+    tls: &Tls,
 ) -> Result<Vec<RecordBatch>> {
-    let channel = Endpoint::from_shared(http_endpoint(endpoint))
-        .map_err(|e| client_err(&format!("invalid endpoint {endpoint:?}"), e))?
+    let url = http_endpoint(endpoint);
+    let mut ep = Endpoint::from_shared(url.clone())
+        .map_err(|e| client_err(&format!("invalid endpoint {endpoint:?}"), e))?;
+    if url.starts_with("https://") {
+        ep = ep
+            .tls_config(tls.client_config()?)
+            .map_err(|e| client_err("bad TLS settings", e))?;
+    }
+    let channel = ep
         .connect()
         .await
         .map_err(|e| client_err(&format!("cannot connect to {endpoint}"), e))?;

@@ -13,6 +13,7 @@ mod prepared;
 mod server;
 mod service;
 mod sql_info;
+mod tls;
 
 pub use auth::{
     AuthConfig, Authenticator, Identity, JwtConfig, TokenConfig, UserConfig, hash_password,
@@ -23,3 +24,4 @@ pub use executor::{QueryExecutor, QueryStream};
 pub use http::{HttpState, MetricsRenderer, router, serve_http};
 pub use server::{bind, local_addr, serve_flight};
 pub use service::SakuraFlightSql;
+pub use tls::TlsConfig;

@@ -88,11 +88,16 @@ pub async fn serve_flight(
     listener: TcpListener,
     executor: Arc<dyn QueryExecutor>,
     auth: Arc<Authenticator>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let svc = FlightServiceServer::new(SakuraFlightSql::new(executor, auth.clone()))
         .max_decoding_message_size(MAX_DECODING_BYTES);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .layer(AuthLayer { auth })
         .add_service(svc)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)

@@ -1,0 +1,236 @@
+//! `sakura serve` with TLS and mTLS on Flight SQL (and authentication): unmodified pyarrow.flight
+//! and ADBC clients connect with a client certificate; plaintext, a missing or untrusted client
+//! certificate and an untrusted server are refused; `sakura sql` connects over mTLS.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::procs::free_port;
+use crate::services::Tansu;
+use crate::{python, sakura};
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (Debian's openssl package) must be installed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1/localhost and a client certificate it signed, and
+/// a self-signed "rogue" client certificate, all P-256, in `dir`.
+pub(crate) fn make_certificates(dir: &Path) {
+    let key = |name: &str| {
+        openssl(
+            dir,
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                &format!("{name}.ec"),
+            ],
+        );
+        // PKCS#8, which every client library reads.
+        openssl(
+            dir,
+            &[
+                "pkcs8",
+                "-topk8",
+                "-nocrypt",
+                "-in",
+                &format!("{name}.ec"),
+                "-out",
+                &format!("{name}.key"),
+            ],
+        );
+    };
+    key("ca");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "ca.key",
+            "-sha256",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=sakura test CA",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        key(name);
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        openssl(
+            dir,
+            &[
+                "req",
+                "-new",
+                "-key",
+                &format!("{name}.key"),
+                "-subj",
+                &format!("/CN={name}"),
+                "-out",
+                &format!("{name}.csr"),
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-sha256",
+                "-extfile",
+                &format!("{name}.ext"),
+                "-out",
+                &format!("{name}.pem"),
+            ],
+        );
+    }
+    key("rogue");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "rogue.key",
+            "-sha256",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=rogue",
+            "-out",
+            "rogue.pem",
+        ],
+    );
+}
+
+#[test]
+fn mtls_clients_connect_and_others_are_refused() {
+    let tmp = crate::procs::test_dir();
+    let certs = tmp.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    make_certificates(&certs);
+    let tansu = Tansu::start(tmp.path());
+    tansu.create_topic("telemetry", 1);
+    let token = "sak_tls-test-token";
+    let (flight, http_port) = (free_port(), free_port());
+    let config = tmp.path().join("sakura.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[storage]
+url = "{data}"
+[kafka]
+brokers = "{brokers}"
+group_id = "e2e-tls"
+session_timeout_ms = 6000
+[ingest.topics]
+telemetry = "telemetry"
+[flight]
+listen = "127.0.0.1:{flight}"
+[http]
+listen = "127.0.0.1:{http_port}"
+[tls]
+cert_file = "{certs}/server.pem"
+key_file = "{certs}/server.key"
+client_ca_file = "{certs}/ca.pem"
+[[auth.tokens]]
+name = "dashboards"
+hash = "{hash}"
+roles = ["reader"]
+"#,
+            data = tmp.path().join("data").display(),
+            brokers = tansu.brokers(),
+            certs = certs.display(),
+            hash = flight::token_hash(token),
+        ),
+    )
+    .unwrap();
+    let _serve = sakura::serve("serve-tls", &config, http_port, tmp.path());
+
+    let addr = format!("127.0.0.1:{flight}");
+    let out = python::run("tls_client.py", &[&addr, certs.to_str().unwrap(), token]);
+    for ok in ["pyarrow_mtls", "adbc_mtls"] {
+        assert_eq!(out[ok], "ok", "{ok}: {out}");
+    }
+    assert!(
+        out["pyarrow_mtls_without_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("UNAUTHENTICATED"),
+        "mTLS does not replace authentication: {out}"
+    );
+    for refused in [
+        "pyarrow_plaintext_to_tls_port",
+        "pyarrow_no_client_certificate",
+        "pyarrow_untrusted_client_certificate",
+        "pyarrow_server_not_trusted",
+        "adbc_no_client_certificate",
+    ] {
+        let got = out[refused].as_str().unwrap();
+        assert!(
+            got.starts_with("FlightUnavailableError") || got.to_lowercase().contains("unavailable"),
+            "{refused}: expected the connection to fail (UNAVAILABLE), got {got:?}"
+        );
+    }
+
+    // `sakura sql` over mTLS with a token; and without a client certificate it fails.
+    let sql = |extra: &[&str]| {
+        Command::new(sakura::bin())
+            .args(["sql", "SELECT 1 AS one", "--format", "csv"])
+            .args([
+                "--endpoint",
+                &format!("grpc+tls://{addr}"),
+                "--token",
+                token,
+            ])
+            .args(["--tls-ca", certs.join("ca.pem").to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let ok = sql(&[
+        "--tls-cert",
+        certs.join("client.pem").to_str().unwrap(),
+        "--tls-key",
+        certs.join("client.key").to_str().unwrap(),
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "one\n1\n");
+    let refused = sql(&[]);
+    assert!(!refused.status.success());
+}
