@@ -55,7 +55,8 @@ impl Node {
             if !auth.required() {
                 warn!("authentication is off (auth.required = false): every caller is an admin");
             }
-            Some((auth, cfg.tls.server_config()?))
+            let policy = Arc::new(flight::Policy::new(cfg.roles.clone())?);
+            Some((auth, policy, cfg.tls.server_config()?))
         } else {
             None
         };
@@ -68,13 +69,15 @@ impl Node {
         let engine = Engine::new(storage.clone(), &cfg.engine).await?;
 
         let flight_listener = match auth {
-            Some((auth, tls)) => Some((flight::bind(&cfg.flight.listen).await?, auth, tls)),
+            Some((auth, policy, tls)) => {
+                Some((flight::bind(&cfg.flight.listen).await?, auth, policy, tls))
+            }
             None => None,
         };
 
         let flight_addr = flight_listener
             .as_ref()
-            .map(|(l, _, _)| flight::local_addr(l))
+            .map(|(l, ..)| flight::local_addr(l))
             .transpose()?;
         let http_listener = flight::bind(&cfg.http.listen).await?;
         let http_addr = flight::local_addr(&http_listener)?;
@@ -90,13 +93,13 @@ impl Node {
         });
 
         let mut tasks = JoinSet::new();
-        if let Some((listener, auth, tls)) = flight_listener {
+        if let Some((listener, auth, policy, tls)) = flight_listener {
             let executor: Arc<dyn QueryExecutor> = Arc::new(engine.clone());
             let stop = stopped(rx.clone());
             tasks.spawn(async move {
                 (
                     "flight",
-                    flight::serve_flight(listener, executor, auth, tls, stop)
+                    flight::serve_flight(listener, executor, auth, policy, tls, stop)
                         .await
                         .map_err(Error::from),
                 )

@@ -104,36 +104,66 @@ impl Engine {
 
     /// Every table of every catalog the session knows, `information_schema` included.
     pub async fn tables(&self) -> datafusion::error::Result<Vec<TableInfo>> {
+        list_tables(&self.ctx).await
+    }
+
+    /// `(schema, table)` of every table of the `sakura` catalog — what grants are given on.
+    pub fn table_names(&self) -> Vec<(String, String)> {
+        let Some(catalog) = self.ctx.catalog(CATALOG) else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
-        for catalog_name in self.ctx.catalog_names() {
-            let Some(catalog) = self.ctx.catalog(&catalog_name) else {
-                continue;
-            };
-            for schema_name in catalog.schema_names() {
-                let Some(schema) = catalog.schema(&schema_name) else {
-                    continue;
-                };
-                let mut names = schema.table_names();
-                names.sort();
-                for name in names {
-                    let Some(table) = schema.table(&name).await? else {
-                        continue;
-                    };
-                    let table_type = match table.table_type() {
-                        TableType::Base => "TABLE",
-                        TableType::View => "VIEW",
-                        TableType::Temporary => "LOCAL TEMPORARY",
-                    };
-                    out.push(TableInfo {
-                        catalog: catalog_name.clone(),
-                        schema: schema_name.clone(),
-                        name,
-                        table_type: table_type.to_string(),
-                        arrow_schema: table.schema(),
-                    });
+        for schema_name in catalog.schema_names() {
+            if let Some(schema) = catalog.schema(&schema_name) {
+                for t in schema.table_names() {
+                    out.push((schema_name.clone(), t));
                 }
             }
         }
-        Ok(out)
+        out.sort();
+        out
     }
+
+    /// A session that sees only what `grants` allow (see [`crate::scoped_session`]).
+    pub async fn scoped(
+        &self,
+        grants: &crate::Grants,
+    ) -> datafusion::error::Result<SessionContext> {
+        crate::scoped_session(&self.ctx, CATALOG, grants).await
+    }
+}
+
+/// Every table of every catalog `ctx` knows, `information_schema` included.
+pub async fn list_tables(ctx: &SessionContext) -> datafusion::error::Result<Vec<TableInfo>> {
+    let mut out = Vec::new();
+    for catalog_name in ctx.catalog_names() {
+        let Some(catalog) = ctx.catalog(&catalog_name) else {
+            continue;
+        };
+        for schema_name in catalog.schema_names() {
+            let Some(schema) = catalog.schema(&schema_name) else {
+                continue;
+            };
+            let mut names = schema.table_names();
+            names.sort();
+            for name in names {
+                let Some(table) = schema.table(&name).await? else {
+                    continue;
+                };
+                let table_type = match table.table_type() {
+                    TableType::Base => "TABLE",
+                    TableType::View => "VIEW",
+                    TableType::Temporary => "LOCAL TEMPORARY",
+                };
+                out.push(TableInfo {
+                    catalog: catalog_name.clone(),
+                    schema: schema_name.clone(),
+                    name,
+                    table_type: table_type.to_string(),
+                    arrow_schema: table.schema(),
+                });
+            }
+        }
+    }
+    Ok(out)
 }

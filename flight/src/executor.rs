@@ -5,7 +5,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
 use datafusion::execution::context::SQLOptions;
 use datafusion::scalar::ScalarValue;
-use engine::{Engine, TableInfo};
+use engine::{Engine, Grants, TableInfo};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
@@ -17,18 +17,27 @@ pub type QueryStream = (SchemaRef, BoxStream<'static, Result<RecordBatch>>);
 /// What the serving layer needs from a query engine. The Flight SQL and HTTP services talk only
 /// to this, so they can be tested with a fake and pointed at a distributed engine later.
 #[async_trait]
+/// Every method runs in the view of the catalog `grants` allow (RBAC): other tables do not
+/// exist for it, and row filters are part of the tables.
 pub trait QueryExecutor: Send + Sync + std::fmt::Debug + 'static {
     /// The schema `sql`'s result will have, without running it.
-    async fn schema(&self, sql: &str) -> Result<SchemaRef>;
+    async fn schema(&self, grants: &Grants, sql: &str) -> Result<SchemaRef>;
     /// Runs `sql`.
-    async fn execute(&self, sql: &str) -> Result<QueryStream>;
+    async fn execute(&self, grants: &Grants, sql: &str) -> Result<QueryStream>;
     /// The result schema of `sql` and the schema of its placeholders (`$1`, `$2`, …).
-    async fn prepare(&self, sql: &str) -> Result<(SchemaRef, SchemaRef)>;
+    async fn prepare(&self, grants: &Grants, sql: &str) -> Result<(SchemaRef, SchemaRef)>;
     /// Runs `sql` with `params` as the values of `$1`, `$2`, …; each value is cast to the type
     /// the planner inferred for its placeholder.
-    async fn execute_with(&self, sql: &str, params: Vec<ScalarValue>) -> Result<QueryStream>;
-    /// Every table a client may list.
-    async fn tables(&self) -> Result<Vec<TableInfo>>;
+    async fn execute_with(
+        &self,
+        grants: &Grants,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<QueryStream>;
+    /// Every table a client with `grants` may list.
+    async fn tables(&self, grants: &Grants) -> Result<Vec<TableInfo>>;
+    /// `(schema, table)` of every table grants can be given on.
+    fn table_names(&self) -> Vec<(String, String)>;
 }
 
 /// Statements are read-only until the serving issue adds roles that may write.
@@ -41,24 +50,40 @@ fn read_only() -> SQLOptions {
 
 #[async_trait]
 impl QueryExecutor for Engine {
-    async fn schema(&self, sql: &str) -> Result<SchemaRef> {
-        let df = self.session().sql_with_options(sql, read_only()).await?;
+    async fn schema(&self, grants: &Grants, sql: &str) -> Result<SchemaRef> {
+        let df = self
+            .scoped(grants)
+            .await?
+            .sql_with_options(sql, read_only())
+            .await?;
         Ok(Arc::new(df.schema().as_arrow().clone()))
     }
 
-    async fn execute(&self, sql: &str) -> Result<QueryStream> {
-        let df = self.session().sql_with_options(sql, read_only()).await?;
+    async fn execute(&self, grants: &Grants, sql: &str) -> Result<QueryStream> {
+        let df = self
+            .scoped(grants)
+            .await?
+            .sql_with_options(sql, read_only())
+            .await?;
         let stream = df.execute_stream().await?;
         let schema = stream.schema();
         Ok((schema, stream.map(|r| r.map_err(Error::from)).boxed()))
     }
 
-    async fn tables(&self) -> Result<Vec<TableInfo>> {
-        Ok(Engine::tables(self).await?)
+    async fn tables(&self, grants: &Grants) -> Result<Vec<TableInfo>> {
+        Ok(engine::list_tables(&self.scoped(grants).await?).await?)
     }
 
-    async fn prepare(&self, sql: &str) -> Result<(SchemaRef, SchemaRef)> {
-        let df = self.session().sql_with_options(sql, read_only()).await?;
+    fn table_names(&self) -> Vec<(String, String)> {
+        Engine::table_names(self)
+    }
+
+    async fn prepare(&self, grants: &Grants, sql: &str) -> Result<(SchemaRef, SchemaRef)> {
+        let df = self
+            .scoped(grants)
+            .await?
+            .sql_with_options(sql, read_only())
+            .await?;
         let types = df.logical_plan().get_parameter_types()?;
         Ok((
             Arc::new(df.schema().as_arrow().clone()),
@@ -66,8 +91,17 @@ impl QueryExecutor for Engine {
         ))
     }
 
-    async fn execute_with(&self, sql: &str, params: Vec<ScalarValue>) -> Result<QueryStream> {
-        let df = self.session().sql_with_options(sql, read_only()).await?;
+    async fn execute_with(
+        &self,
+        grants: &Grants,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<QueryStream> {
+        let df = self
+            .scoped(grants)
+            .await?
+            .sql_with_options(sql, read_only())
+            .await?;
         let types = df.logical_plan().get_parameter_types()?;
         if params.len() != types.len() {
             return Err(Error::InvalidArgument(format!(

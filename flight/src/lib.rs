@@ -10,6 +10,7 @@ mod error;
 mod executor;
 mod http;
 mod prepared;
+mod rbac;
 mod server;
 mod service;
 mod sql_info;
@@ -22,6 +23,7 @@ pub use auth::{
 pub use error::{Error, Result};
 pub use executor::{QueryExecutor, QueryStream};
 pub use http::{HttpState, MetricsRenderer, router, serve_http};
+pub use rbac::{ADMIN, Policy, RoleConfig};
 pub use server::{bind, local_addr, serve_flight};
 pub use service::SakuraFlightSql;
 pub use tls::TlsConfig;

@@ -88,10 +88,11 @@ pub async fn serve_flight(
     listener: TcpListener,
     executor: Arc<dyn QueryExecutor>,
     auth: Arc<Authenticator>,
+    policy: Arc<crate::Policy>,
     tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let svc = FlightServiceServer::new(SakuraFlightSql::new(executor, auth.clone()))
+    let svc = FlightServiceServer::new(SakuraFlightSql::new(executor, auth.clone(), policy))
         .max_decoding_message_size(MAX_DECODING_BYTES);
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {

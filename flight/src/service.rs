@@ -31,12 +31,14 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
-use crate::Error;
 use crate::auth::Authenticator;
 use crate::cancel::Cancellations;
 use crate::executor::{QueryExecutor, QueryStream};
 use crate::prepared::{self, Handle};
+use crate::rbac::Policy;
 use crate::sql_info::{SQL_INFO, XDBC_TYPES};
+use crate::{Error, Identity};
+use engine::Grants;
 
 type DoGetStream = <SakuraFlightSql as FlightService>::DoGetStream;
 
@@ -45,16 +47,32 @@ type DoGetStream = <SakuraFlightSql as FlightService>::DoGetStream;
 pub struct SakuraFlightSql {
     executor: Arc<dyn QueryExecutor>,
     auth: Arc<Authenticator>,
+    policy: Arc<Policy>,
     cancellations: Cancellations,
 }
 
 impl SakuraFlightSql {
-    pub fn new(executor: Arc<dyn QueryExecutor>, auth: Arc<Authenticator>) -> Self {
+    pub fn new(
+        executor: Arc<dyn QueryExecutor>,
+        auth: Arc<Authenticator>,
+        policy: Arc<Policy>,
+    ) -> Self {
         Self {
             executor,
             auth,
+            policy,
             cancellations: Cancellations::default(),
         }
+    }
+
+    /// What the caller of `request` may read: from the [`Identity`] the auth layer attached.
+    fn grants<T>(&self, request: &Request<T>) -> Result<Grants, Status> {
+        let identity = request.extensions().get::<Identity>().ok_or_else(|| {
+            Status::from(Error::Unauthenticated(
+                "the call carries no identity".into(),
+            ))
+        })?;
+        Ok(self.policy.grants(identity, &self.executor.table_names())?)
     }
 
     /// Streams a query's result, stoppable by `CancelFlightInfo` on its ticket.
@@ -64,10 +82,14 @@ impl SakuraFlightSql {
 
     /// Executes a prepared statement once per bound parameter row (once when it has no
     /// parameters), results concatenated.
-    async fn execute_prepared(&self, handle: &Handle) -> Result<QueryStream, Status> {
+    async fn execute_prepared(
+        &self,
+        grants: &Grants,
+        handle: &Handle,
+    ) -> Result<QueryStream, Status> {
         let rows = handle.parameter_rows()?;
         if rows.is_empty() {
-            let (_, parameters) = self.executor.prepare(&handle.sql).await?;
+            let (_, parameters) = self.executor.prepare(grants, &handle.sql).await?;
             if !parameters.fields().is_empty() {
                 return Err(Error::InvalidArgument(format!(
                     "the statement has {} parameter(s); bind them (DoPut) before executing it",
@@ -75,11 +97,11 @@ impl SakuraFlightSql {
                 ))
                 .into());
             }
-            return Ok(self.executor.execute(&handle.sql).await?);
+            return Ok(self.executor.execute(grants, &handle.sql).await?);
         }
         let mut streams = Vec::with_capacity(rows.len());
         for row in rows {
-            streams.push(self.executor.execute_with(&handle.sql, row).await?);
+            streams.push(self.executor.execute_with(grants, &handle.sql, row).await?);
         }
         let schema = streams[0].0.clone();
         Ok((
@@ -235,7 +257,8 @@ impl FlightSqlService for SakuraFlightSql {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = self.executor.schema(&query.query).await?;
+        let grants = self.grants(&request)?;
+        let schema = self.executor.schema(&grants, &query.query).await?;
         let ticket = ticket_for(TicketStatementQuery {
             statement_handle: Handle::statement_ticket(query.query).to_bytes(),
         });
@@ -251,14 +274,15 @@ impl FlightSqlService for SakuraFlightSql {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
+        let grants = self.grants(&request)?;
         let raw = request.into_inner().ticket;
         self.cancellations.check(&raw)?;
         let handle = Handle::decode(&ticket.statement_handle)?;
         let started = std::time::Instant::now();
         let result = if handle.prepared {
-            self.execute_prepared(&handle).await?
+            self.execute_prepared(&grants, &handle).await?
         } else {
-            self.executor.execute(&handle.sql).await?
+            self.executor.execute(&grants, &handle.sql).await?
         };
         info!(
             sql = %handle.sql,
@@ -273,10 +297,11 @@ impl FlightSqlService for SakuraFlightSql {
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let grants = self.grants(&request)?;
         let sql = prepared::number_placeholders(&query.query);
-        let (dataset, parameters) = self.executor.prepare(&sql).await?;
+        let (dataset, parameters) = self.executor.prepare(&grants, &sql).await?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: Handle::new(sql).to_bytes(),
             dataset_schema: prepared::schema_bytes(&dataset)?,
@@ -318,10 +343,16 @@ impl FlightSqlService for SakuraFlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        let grants = self.grants(&request)?;
         let handle = Handle::decode(&query.prepared_statement_handle)?;
         let schema = match handle.parameter_rows()?.into_iter().next() {
-            Some(row) => self.executor.execute_with(&handle.sql, row).await?.0,
-            None => self.executor.prepare(&handle.sql).await?.0,
+            Some(row) => {
+                self.executor
+                    .execute_with(&grants, &handle.sql, row)
+                    .await?
+                    .0
+            }
+            None => self.executor.prepare(&grants, &handle.sql).await?.0,
         };
         let ticket = ticket_for(TicketStatementQuery {
             statement_handle: handle.ticket().to_bytes(),
@@ -340,11 +371,12 @@ impl FlightSqlService for SakuraFlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
+        let grants = self.grants(&request)?;
         let raw = request.into_inner().ticket;
         self.cancellations.check(&raw)?;
         let handle = Handle::decode(&query.prepared_statement_handle)?;
         let started = std::time::Instant::now();
-        let result = self.execute_prepared(&handle).await?;
+        let result = self.execute_prepared(&grants, &handle).await?;
         info!(sql = %handle.sql, prepared = true, planning_ms = started.elapsed().as_millis() as u64, "query");
         Ok(self.stream(raw, result))
     }
@@ -493,9 +525,9 @@ impl FlightSqlService for SakuraFlightSql {
     async fn do_get_catalogs(
         &self,
         query: CommandGetCatalogs,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let tables = self.executor.tables().await?;
+        let tables = self.executor.tables(&self.grants(&request)?).await?;
         let mut b = query.into_builder();
         for c in tables
             .iter()
@@ -518,9 +550,9 @@ impl FlightSqlService for SakuraFlightSql {
     async fn do_get_schemas(
         &self,
         query: CommandGetDbSchemas,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let tables = self.executor.tables().await?;
+        let tables = self.executor.tables(&self.grants(&request)?).await?;
         let mut b = query.into_builder();
         let pairs: BTreeSet<_> = tables
             .iter()
@@ -543,9 +575,9 @@ impl FlightSqlService for SakuraFlightSql {
     async fn do_get_tables(
         &self,
         query: CommandGetTables,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let tables = self.executor.tables().await?;
+        let tables = self.executor.tables(&self.grants(&request)?).await?;
         let mut b = query.into_builder();
         for t in &tables {
             b.append(

@@ -40,7 +40,7 @@ def main(out_dir: str, issuer: str, audience: str) -> None:
     now = int(time.time())
     header = {"alg": "ES256", "typ": "JWT", "kid": "test-key"}
     good = {"iss": issuer, "aud": audience, "sub": "alice@example.com", "roles": ["analyst"],
-            "project_id": "p-1", "iat": now, "exp": now + 600}
+            "project_id": "p-1", "service": "svc-3", "iat": now, "exp": now + 600}
     tokens = {
         "valid": es256(key, header, good),
         "expired": es256(key, header, {**good, "exp": now - 3600}),
@@ -50,6 +50,7 @@ def main(out_dir: str, issuer: str, audience: str) -> None:
         "unknown_kid": es256(key, {**header, "kid": "rotated-away"}, good),
         "not_yet_valid": es256(key, header, {**good, "nbf": now + 3600}),
         "no_expiry": es256(key, header, {k: v for k, v in good.items() if k != "exp"}),
+        "no_service_claim": es256(key, header, {k: v for k, v in good.items() if k != "service"}),
         # The right claims with a forged HS256 signature keyed by nothing this server knows.
         "forged_hs256": ".".join([
             b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()),

@@ -103,6 +103,10 @@ roles = ["analyst"]
 jwks_file = "{jwks}"
 issuer = "{issuer}"
 audience = "sakura-api"
+[roles.analyst]
+read = ["raw.*"]
+[roles.reader]
+read = ["raw.*"]
 "#,
             data = tmp.path().join("data").display(),
             brokers = tansu.brokers(),

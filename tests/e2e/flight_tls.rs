@@ -168,6 +168,8 @@ client_ca_file = "{certs}/ca.pem"
 name = "dashboards"
 hash = "{hash}"
 roles = ["reader"]
+[roles.reader]
+read = ["raw.*"]
 "#,
             data = tmp.path().join("data").display(),
             brokers = tansu.brokers(),

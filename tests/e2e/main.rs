@@ -17,6 +17,7 @@ mod cli_config;
 mod crash_sigkill;
 mod demo_clients;
 mod flight_auth;
+mod flight_rbac;
 mod flight_tls;
 mod formats_and_evolution;
 mod object_store_outages;

@@ -1,0 +1,196 @@
+//! Per-caller views of the catalog: a caller's queries run in a session whose catalog holds only
+//! the tables its roles may read, and a table with a row filter is replaced by a view that
+//! applies it. The filter is part of the table itself, so no query shape — joins, subqueries,
+//! `UNION`, CTEs, prepared statements — reaches the unfiltered rows, and `information_schema`
+//! and the metadata calls list only what the caller may see.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::catalog::{
+    CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider, TableProvider,
+};
+use datafusion::common::DFSchema;
+use datafusion::datasource::{ViewTable, provider_as_source};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::LogicalPlanBuilder;
+use datafusion::prelude::SessionContext;
+
+/// What one caller may read: `(schema, table)` → the row filter (a SQL predicate over the
+/// table's columns, values already substituted), or `None` for every row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Grants {
+    pub tables: BTreeMap<(String, String), Option<String>>,
+}
+
+/// `table` restricted to the rows where `predicate` (SQL) holds, as a view.
+fn filtered(
+    ctx: &SessionContext,
+    name: &str,
+    table: Arc<dyn TableProvider>,
+    predicate: &str,
+) -> Result<Arc<dyn TableProvider>> {
+    let schema = DFSchema::try_from(table.schema().as_ref().clone())?;
+    let expr = ctx.parse_sql_expr(predicate, &schema).map_err(|e| {
+        DataFusionError::Plan(format!(
+            "row filter of {name} ({predicate}) is invalid: {e}"
+        ))
+    })?;
+    let plan = LogicalPlanBuilder::scan(name, provider_as_source(table), None)?
+        .filter(expr)?
+        .build()?;
+    Ok(Arc::new(ViewTable::new(
+        plan,
+        Some(format!("row filter: {predicate}")),
+    )))
+}
+
+/// A session like `ctx` (same configuration and runtime: memory pool, disk manager) whose
+/// catalog `catalog` holds only the tables `grants` lists, filtered where they say so.
+pub async fn scoped_session(
+    ctx: &SessionContext,
+    catalog: &str,
+    grants: &Grants,
+) -> Result<SessionContext> {
+    let scoped = SessionContext::new_with_config_rt(ctx.copied_config(), ctx.runtime_env());
+    let source = ctx
+        .catalog(catalog)
+        .ok_or_else(|| DataFusionError::Plan(format!("no catalog {catalog}")))?;
+    let out = Arc::new(MemoryCatalogProvider::new());
+    for schema_name in source.schema_names() {
+        let Some(schema) = source.schema(&schema_name) else {
+            continue;
+        };
+        let visible = Arc::new(MemorySchemaProvider::new());
+        for table_name in schema.table_names() {
+            let key = (schema_name.clone(), table_name.clone());
+            let Some(filter) = grants.tables.get(&key) else {
+                continue;
+            };
+            let Some(table) = schema.table(&table_name).await? else {
+                continue;
+            };
+            let table = match filter {
+                None => table,
+                Some(predicate) => filtered(
+                    &scoped,
+                    &format!("{schema_name}.{table_name}"),
+                    table,
+                    predicate,
+                )?,
+            };
+            visible.register_table(table_name, table)?;
+        }
+        // Schemas stay visible even when empty, so names resolve to "table not found".
+        out.register_schema(&schema_name, visible)?;
+    }
+    scoped.register_catalog(catalog, out);
+    Ok(scoped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::SessionConfig;
+
+    async fn rows(ctx: &SessionContext, sql: &str) -> Result<Vec<String>> {
+        let batches = ctx.sql(sql).await?.collect().await?;
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
+        // The rows of the table, without its header row.
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with("| "))
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect())
+    }
+
+    fn source() -> SessionContext {
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema("sakura", "raw")
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(true);
+        let ctx = SessionContext::new_with_config(config);
+        let catalog = Arc::new(MemoryCatalogProvider::new());
+        let raw = Arc::new(MemorySchemaProvider::new());
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("project", DataType::Utf8, false),
+            Field::new("n", DataType::Int64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec!["p-1", "p-1", "p-2", "p-3"])),
+                Arc::new(Int64Array::from(vec![1, 2, 3, 4])),
+            ],
+        )
+        .unwrap();
+        for name in ["events", "secrets"] {
+            let t = MemTable::try_new(schema.clone(), vec![vec![batch.clone()]]).unwrap();
+            raw.register_table(name.into(), Arc::new(t)).unwrap();
+        }
+        catalog.register_schema("raw", raw).unwrap();
+        ctx.register_catalog("sakura", catalog);
+        ctx
+    }
+
+    #[tokio::test]
+    async fn a_filtered_caller_sees_only_its_rows_whatever_the_query_shape() {
+        let ctx = source();
+        let grants = Grants {
+            tables: [(
+                ("raw".to_string(), "events".to_string()),
+                Some("project = 'p-1'".to_string()),
+            )]
+            .into(),
+        };
+        let s = scoped_session(&ctx, "sakura", &grants).await.unwrap();
+        let one = |sql: &'static str| {
+            let s = s.clone();
+            async move { rows(&s, sql).await }
+        };
+        assert_eq!(
+            one("SELECT sum(n) AS n FROM events").await.unwrap(),
+            ["| 3 |"]
+        );
+        for escape in [
+            "SELECT sum(n) AS n FROM (SELECT * FROM raw.events) t",
+            "WITH e AS (SELECT * FROM sakura.raw.events) SELECT sum(n) AS n FROM e",
+            "SELECT sum(n) AS n FROM (SELECT n FROM events UNION ALL SELECT n FROM events WHERE project <> 'p-1') u",
+            "SELECT sum(a.n) AS n FROM events a JOIN events b ON a.n = b.n",
+            "SELECT sum(n) AS n FROM events WHERE project = 'p-2' OR true",
+            "SELECT sum(n) AS n FROM events WHERE n IN (SELECT n FROM events)",
+        ] {
+            let got = rows(&s, escape).await.unwrap();
+            assert!(
+                got == ["| 3 |"] || got == ["| 1 |"],
+                "{escape} reached other rows: {got:?}"
+            );
+        }
+        // The ungranted table does not exist for this caller, in queries or information_schema.
+        let err = one("SELECT * FROM raw.secrets").await.unwrap_err();
+        assert!(err.to_string().contains("secrets"), "{err}");
+        let listed =
+            one("SELECT table_name FROM information_schema.tables WHERE table_schema = 'raw'")
+                .await
+                .unwrap();
+        assert_eq!(listed, ["| events |"]);
+        // The source session is untouched.
+        assert_eq!(
+            rows(&ctx, "SELECT sum(n) AS n FROM events").await.unwrap(),
+            ["| 10 |"]
+        );
+        // A broken filter is an error, not an open table.
+        let bad = Grants {
+            tables: [(
+                ("raw".into(), "events".into()),
+                Some("no_such_column = 1".into()),
+            )]
+            .into(),
+        };
+        assert!(scoped_session(&ctx, "sakura", &bad).await.is_err());
+    }
+}

@@ -1,0 +1,172 @@
+//! Roles over Flight SQL, checked with the unmodified ADBC driver: a JWT caller whose role reads
+//! `raw.telemetry` through the row filter `service = {claim.service}` sees only its service's
+//! rows whatever the query shape (subqueries, CTEs, UNION, joins, OR true, prepared statements),
+//! does not see ungranted tables in queries, `information_schema` or `GetTables`, and a token
+//! without the claim is refused; an API-token reader sees all of `raw` but not `system`.
+
+use std::time::Duration;
+
+use crate::kafka::produce_telemetry;
+use crate::procs::{free_port, wait_for};
+use crate::services::Tansu;
+use crate::{python, sakura};
+
+#[test]
+fn roles_grant_tables_and_row_filters_hold_for_every_query_shape() {
+    let tmp = crate::procs::test_dir();
+    let tansu = Tansu::start(tmp.path());
+    tansu.create_topic("telemetry", 2);
+    produce_telemetry(&tansu.brokers(), 0, 7_000); // services svc-0..svc-6, 1,000 each
+    let issuer = "https://idp.example.com/";
+    let tokens = python::run(
+        "jwt_tokens.py",
+        &[tmp.path().to_str().unwrap(), issuer, "sakura-api"],
+    );
+    let api_token = "sak_rbac-reader-token";
+    let admin_token = "sak_rbac-admin-token";
+    let (flight, http_port) = (free_port(), free_port());
+    let config = tmp.path().join("sakura.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[storage]
+url = "{data}"
+[kafka]
+brokers = "{brokers}"
+group_id = "e2e-rbac"
+session_timeout_ms = 6000
+[ingest]
+flush_age_ms = 500
+[ingest.topics]
+telemetry = "telemetry"
+[engine]
+refresh_interval_ms = 0
+[flight]
+listen = "127.0.0.1:{flight}"
+[http]
+listen = "127.0.0.1:{http_port}"
+[[auth.tokens]]
+name = "dashboards"
+hash = "{reader}"
+roles = ["reader"]
+[[auth.tokens]]
+name = "operator"
+hash = "{admin}"
+roles = ["admin"]
+[auth.jwt]
+jwks_file = "{jwks}"
+issuer = "{issuer}"
+audience = "sakura-api"
+[roles.analyst]
+read = ["raw.telemetry", "raw.logs"]
+row_filters = {{ "raw.telemetry" = "service = {{claim.service}}" }}
+[roles.reader]
+read = ["raw.*"]
+"#,
+            data = tmp.path().join("data").display(),
+            brokers = tansu.brokers(),
+            reader = flight::token_hash(api_token),
+            admin = flight::token_hash(admin_token),
+            jwks = tmp.path().join("jwks.json").display(),
+        ),
+    )
+    .unwrap();
+    let _serve = sakura::serve("serve-rbac", &config, http_port, tmp.path());
+    let uri = format!("grpc://127.0.0.1:{flight}");
+    wait_for("7,000 rows", Duration::from_secs(60), || {
+        let out = python::run(
+            "rbac_client.py",
+            &[
+                &uri,
+                admin_token,
+                r#"{"n": "SELECT count(*) FROM raw.telemetry"}"#,
+            ],
+        );
+        (out["n"] == "v:7000").then_some(())
+    });
+
+    let jwt = tokens["valid"].as_str().unwrap();
+    let queries = serde_json::json!({
+        "count": "SELECT count(*) FROM raw.telemetry",
+        "qualified": "SELECT count(*) FROM sakura.raw.telemetry",
+        "subquery": "SELECT count(*) FROM (SELECT * FROM raw.telemetry) t",
+        "cte": "WITH t AS (SELECT * FROM raw.telemetry) SELECT count(*) FROM t",
+        "union": "SELECT count(*) FROM (SELECT _offset FROM raw.telemetry UNION ALL SELECT _offset FROM raw.telemetry WHERE service <> 'svc-3') u",
+        "join": "SELECT count(*) FROM raw.telemetry a JOIN raw.telemetry b ON a._partition = b._partition AND a._offset = b._offset",
+        "or_true": "SELECT count(*) FROM raw.telemetry WHERE service = 'svc-1' OR true",
+        "in_subquery": "SELECT count(*) FROM raw.telemetry WHERE _offset IN (SELECT _offset FROM raw.telemetry)",
+        "services": "SELECT count(DISTINCT service) FROM raw.telemetry",
+        "other_service": "SELECT count(*) FROM raw.telemetry WHERE service = 'svc-1'",
+        "prepared_other_service": ["SELECT count(*) FROM raw.telemetry WHERE service = ?", ["svc-1"]],
+        "prepared_own_service": ["SELECT count(*) FROM raw.telemetry WHERE service = ?", ["svc-3"]],
+        "info_schema": "SELECT string_agg(table_schema || '.' || table_name, ',' ORDER BY table_name) FROM information_schema.tables WHERE table_schema <> 'information_schema'",
+        "ungranted_table": "SELECT count(*) FROM raw.events",
+        "ungranted_system": "SELECT count(*) FROM system.ingest_ledger",
+        "ungranted_in_join": "SELECT count(*) FROM raw.telemetry t JOIN raw.dead_letters d ON t._offset = d._offset",
+    });
+    let out = python::run("rbac_client.py", &[&uri, jwt, &queries.to_string()]);
+    for case in [
+        "count",
+        "qualified",
+        "subquery",
+        "cte",
+        "union",
+        "join",
+        "or_true",
+        "in_subquery",
+        "prepared_own_service",
+    ] {
+        assert_eq!(out[case], "v:1000", "{case} escaped the row filter: {out}");
+    }
+    assert_eq!(out["services"], "v:1", "{out}");
+    assert_eq!(out["other_service"], "v:0", "{out}");
+    assert_eq!(out["prepared_other_service"], "v:0", "{out}");
+    assert_eq!(out["info_schema"], "v:raw.logs,raw.telemetry", "{out}");
+    for case in ["ungranted_table", "ungranted_system", "ungranted_in_join"] {
+        let got = out[case].as_str().unwrap();
+        assert!(got.starts_with("NOT_FOUND"), "{case}: {got}");
+    }
+    assert_eq!(
+        out["_tables"],
+        serde_json::json!(["raw.logs", "raw.telemetry"]),
+        "GetTables lists only granted tables: {out}"
+    );
+
+    // A token without the claim the row filter needs reads nothing: PERMISSION_DENIED.
+    let no_claim = tokens["no_service_claim"].as_str().unwrap();
+    let out = python::run(
+        "rbac_client.py",
+        &[
+            &uri,
+            no_claim,
+            r#"{"count": "SELECT count(*) FROM raw.telemetry"}"#,
+        ],
+    );
+    assert!(
+        out["count"]
+            .as_str()
+            .unwrap()
+            .starts_with("PERMISSION_DENIED")
+            && out["count"].as_str().unwrap().contains("service"),
+        "{out}"
+    );
+
+    // The reader sees every raw table unfiltered, and nothing of system.
+    let reader = serde_json::json!({
+        "count": "SELECT count(*) FROM raw.telemetry",
+        "events": "SELECT count(*) FROM raw.events",
+        "ledger": "SELECT count(*) FROM system.ingest_ledger",
+    });
+    let out = python::run("rbac_client.py", &[&uri, api_token, &reader.to_string()]);
+    assert_eq!(out["count"], "v:7000", "{out}");
+    assert_eq!(out["events"], "v:0", "{out}");
+    assert!(
+        out["ledger"].as_str().unwrap().starts_with("NOT_FOUND"),
+        "{out}"
+    );
+    let tables: Vec<String> = serde_json::from_value(out["_tables"].clone()).unwrap();
+    assert!(
+        tables.iter().all(|t| t.starts_with("raw.")) && tables.contains(&"raw.events".to_string()),
+        "{out}"
+    );
+}
