@@ -4,6 +4,7 @@
 //! `sakura sql`). Out: Arrow record batches produced by a [`QueryExecutor`] — the engine in
 //! production, a fake in tests. Every error becomes a gRPC status in `error.rs`.
 
+mod audit;
 mod auth;
 mod cancel;
 mod error;

@@ -31,6 +31,7 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
+use crate::audit::Audit;
 use crate::auth::Authenticator;
 use crate::cancel::Cancellations;
 use crate::executor::{QueryExecutor, QueryStream};
@@ -75,9 +76,48 @@ impl SakuraFlightSql {
         Ok(self.policy.grants(identity, &self.executor.table_names())?)
     }
 
-    /// Streams a query's result, stoppable by `CancelFlightInfo` on its ticket.
-    fn stream(&self, ticket: Bytes, (schema, batches): QueryStream) -> Response<DoGetStream> {
-        encode(schema, self.cancellations.track(ticket, batches))
+    /// Streams a query's result, stoppable by `CancelFlightInfo` on its ticket and counted
+    /// into its audit record.
+    fn stream(
+        &self,
+        ticket: Bytes,
+        (schema, batches): QueryStream,
+        audit: Arc<Audit>,
+    ) -> Response<DoGetStream> {
+        encode(
+            schema,
+            audit.wrap(self.cancellations.track(ticket, batches)),
+        )
+    }
+
+    /// Logs the audit line of a query refused while it was planned (`GetFlightInfo` or
+    /// creating a prepared statement), which therefore never reaches `DoGet`.
+    fn audit_refusal<T>(&self, request: &Request<T>, sql: &str, status: &Status) {
+        Audit::start(request.extensions().get::<Identity>(), sql, "").failed(status);
+    }
+
+    /// Runs the statement of a ticket's handle for the caller of `request`, with its audit
+    /// record (which logs the failure when there is one).
+    async fn run_ticket<T>(
+        &self,
+        request: &Request<T>,
+        raw: &Bytes,
+        handle: &Handle,
+    ) -> Result<(QueryStream, Arc<Audit>), Status> {
+        let identity = request.extensions().get::<Identity>();
+        let audit = Audit::start(identity, &handle.sql, &handle.query_id);
+        let result = async {
+            let grants = self.grants(request)?;
+            self.cancellations.check(raw)?;
+            if handle.prepared {
+                self.execute_prepared(&grants, handle).await
+            } else {
+                Ok(self.executor.execute(&grants, &handle.sql).await?)
+            }
+        }
+        .await
+        .inspect_err(|s| audit.failed(s))?;
+        Ok((result, audit))
     }
 
     /// Executes a prepared statement once per bound parameter row (once when it has no
@@ -257,8 +297,12 @@ impl FlightSqlService for SakuraFlightSql {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let grants = self.grants(&request)?;
-        let schema = self.executor.schema(&grants, &query.query).await?;
+        let schema = async {
+            let grants = self.grants(&request)?;
+            Ok::<_, Status>(self.executor.schema(&grants, &query.query).await?)
+        }
+        .await
+        .inspect_err(|s| self.audit_refusal(&request, &query.query, s))?;
         let ticket = ticket_for(TicketStatementQuery {
             statement_handle: Handle::statement_ticket(query.query).to_bytes(),
         });
@@ -274,24 +318,10 @@ impl FlightSqlService for SakuraFlightSql {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let grants = self.grants(&request)?;
-        let raw = request.into_inner().ticket;
-        self.cancellations.check(&raw)?;
+        let raw = request.get_ref().ticket.clone();
         let handle = Handle::decode(&ticket.statement_handle)?;
-        let started = std::time::Instant::now();
-        let result = if handle.prepared {
-            self.execute_prepared(&grants, &handle).await?
-        } else {
-            self.executor.execute(&grants, &handle.sql).await?
-        };
-        info!(
-            sql = %handle.sql,
-            prepared = handle.prepared,
-            query_id = %handle.query_id,
-            planning_ms = started.elapsed().as_millis() as u64,
-            "query"
-        );
-        Ok(self.stream(raw, result))
+        let (result, audit) = self.run_ticket(&request, &raw, &handle).await?;
+        Ok(self.stream(raw, result, audit))
     }
 
     async fn do_action_create_prepared_statement(
@@ -299,9 +329,13 @@ impl FlightSqlService for SakuraFlightSql {
         query: ActionCreatePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let grants = self.grants(&request)?;
         let sql = prepared::number_placeholders(&query.query);
-        let (dataset, parameters) = self.executor.prepare(&grants, &sql).await?;
+        let (dataset, parameters) = async {
+            let grants = self.grants(&request)?;
+            Ok::<_, Status>(self.executor.prepare(&grants, &sql).await?)
+        }
+        .await
+        .inspect_err(|s| self.audit_refusal(&request, &sql, s))?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: Handle::new(sql).to_bytes(),
             dataset_schema: prepared::schema_bytes(&dataset)?,
@@ -343,17 +377,21 @@ impl FlightSqlService for SakuraFlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let grants = self.grants(&request)?;
         let handle = Handle::decode(&query.prepared_statement_handle)?;
-        let schema = match handle.parameter_rows()?.into_iter().next() {
-            Some(row) => {
-                self.executor
-                    .execute_with(&grants, &handle.sql, row)
-                    .await?
-                    .0
-            }
-            None => self.executor.prepare(&grants, &handle.sql).await?.0,
-        };
+        let schema = async {
+            let grants = self.grants(&request)?;
+            Ok::<_, Status>(match handle.parameter_rows()?.into_iter().next() {
+                Some(row) => {
+                    self.executor
+                        .execute_with(&grants, &handle.sql, row)
+                        .await?
+                        .0
+                }
+                None => self.executor.prepare(&grants, &handle.sql).await?.0,
+            })
+        }
+        .await
+        .inspect_err(|s| self.audit_refusal(&request, &handle.sql, s))?;
         let ticket = ticket_for(TicketStatementQuery {
             statement_handle: handle.ticket().to_bytes(),
         });
@@ -371,14 +409,10 @@ impl FlightSqlService for SakuraFlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let grants = self.grants(&request)?;
-        let raw = request.into_inner().ticket;
-        self.cancellations.check(&raw)?;
+        let raw = request.get_ref().ticket.clone();
         let handle = Handle::decode(&query.prepared_statement_handle)?;
-        let started = std::time::Instant::now();
-        let result = self.execute_prepared(&grants, &handle).await?;
-        info!(sql = %handle.sql, prepared = true, planning_ms = started.elapsed().as_millis() as u64, "query");
-        Ok(self.stream(raw, result))
+        let (result, audit) = self.run_ticket(&request, &raw, &handle).await?;
+        Ok(self.stream(raw, result, audit))
     }
 
     async fn get_flight_info_xdbc_type_info(

@@ -71,7 +71,7 @@ read = ["raw.*"]
         ),
     )
     .unwrap();
-    let _serve = sakura::serve("serve-rbac", &config, http_port, tmp.path());
+    let serve = sakura::serve("serve-rbac", &config, http_port, tmp.path());
     let uri = format!("grpc://127.0.0.1:{flight}");
     wait_for("7,000 rows", Duration::from_secs(60), || {
         let out = python::run(
@@ -169,4 +169,44 @@ read = ["raw.*"]
         tables.iter().all(|t| t.starts_with("raw.")) && tables.contains(&"raw.events".to_string()),
         "{out}"
     );
+
+    // The audit log: one line per query with who, what, rows, bytes, duration and outcome.
+    let log = serve.output();
+    let audit: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("sakura::audit"))
+        .collect();
+    let has = |parts: &[&str]| audit.iter().any(|l| parts.iter().all(|p| l.contains(p)));
+    for expected in [
+        &[
+            "subject=alice@example.com",
+            "auth=jwt",
+            "rows=1",
+            "bytes=",
+            "duration_ms=",
+            "outcome=ok",
+        ][..],
+        &[
+            "subject=alice@example.com",
+            "raw.events",
+            "outcome=error: NotFound",
+        ],
+        &[
+            "subject=alice@example.com",
+            "outcome=error: PermissionDenied",
+        ],
+        &[
+            "subject=dashboards",
+            "auth=token",
+            "system.ingest_ledger",
+            "outcome=error: NotFound",
+        ],
+        &["subject=operator", "outcome=ok"],
+    ] {
+        assert!(
+            has(expected),
+            "no audit line with {expected:?}:\n{}",
+            audit.join("\n")
+        );
+    }
 }
