@@ -26,6 +26,7 @@ pub(crate) struct Config {
     pub(crate) http: HttpConfig,
     pub(crate) auth: flight::AuthConfig,
     pub(crate) tls: flight::TlsConfig,
+    pub(crate) limits: flight::LimitsConfig,
     /// `[roles.<name>]`: table grants and row filters.
     pub(crate) roles: std::collections::BTreeMap<String, flight::RoleConfig>,
 }

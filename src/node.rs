@@ -56,7 +56,8 @@ impl Node {
                 warn!("authentication is off (auth.required = false): every caller is an admin");
             }
             let policy = Arc::new(flight::Policy::new(cfg.roles.clone())?);
-            Some((auth, policy, cfg.tls.server_config()?))
+            let limits = flight::Limits::new(&cfg.limits)?;
+            Some((auth, policy, limits, cfg.tls.server_config()?))
         } else {
             None
         };
@@ -69,9 +70,13 @@ impl Node {
         let engine = Engine::new(storage.clone(), &cfg.engine).await?;
 
         let flight_listener = match auth {
-            Some((auth, policy, tls)) => {
-                Some((flight::bind(&cfg.flight.listen).await?, auth, policy, tls))
-            }
+            Some((auth, policy, limits, tls)) => Some((
+                flight::bind(&cfg.flight.listen).await?,
+                auth,
+                policy,
+                limits,
+                tls,
+            )),
             None => None,
         };
 
@@ -93,13 +98,13 @@ impl Node {
         });
 
         let mut tasks = JoinSet::new();
-        if let Some((listener, auth, policy, tls)) = flight_listener {
+        if let Some((listener, auth, policy, limits, tls)) = flight_listener {
             let executor: Arc<dyn QueryExecutor> = Arc::new(engine.clone());
             let stop = stopped(rx.clone());
             tasks.spawn(async move {
                 (
                     "flight",
-                    flight::serve_flight(listener, executor, auth, policy, tls, stop)
+                    flight::serve_flight(listener, executor, auth, policy, limits, tls, stop)
                         .await
                         .map_err(Error::from),
                 )

@@ -20,6 +20,10 @@ pub enum Error {
     Unauthenticated(String),
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    #[error("resource exhausted: {0}")]
+    ResourceExhausted(String),
+    #[error("deadline exceeded: {0}")]
+    DeadlineExceeded(String),
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("query failed: {0}")]
@@ -52,6 +56,8 @@ impl Error {
             Self::Cancelled(_) => Code::Cancelled,
             Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::PermissionDenied(_) => Code::PermissionDenied,
+            Self::ResourceExhausted(_) => Code::ResourceExhausted,
+            Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Self::Query(e) => datafusion_code(e),
             Self::Arrow(ArrowError::CastError(_) | ArrowError::ParseError(_)) => {
                 Code::InvalidArgument

@@ -10,6 +10,7 @@ mod cancel;
 mod error;
 mod executor;
 mod http;
+mod limits;
 mod prepared;
 mod rbac;
 mod server;
@@ -24,6 +25,7 @@ pub use auth::{
 pub use error::{Error, Result};
 pub use executor::{QueryExecutor, QueryStream};
 pub use http::{HttpState, MetricsRenderer, router, serve_http};
+pub use limits::{Limits, LimitsConfig};
 pub use rbac::{ADMIN, Policy, RoleConfig};
 pub use server::{bind, local_addr, serve_flight};
 pub use service::SakuraFlightSql;

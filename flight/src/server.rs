@@ -89,11 +89,13 @@ pub async fn serve_flight(
     executor: Arc<dyn QueryExecutor>,
     auth: Arc<Authenticator>,
     policy: Arc<crate::Policy>,
+    limits: Arc<crate::Limits>,
     tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let svc = FlightServiceServer::new(SakuraFlightSql::new(executor, auth.clone(), policy))
-        .max_decoding_message_size(MAX_DECODING_BYTES);
+    let svc =
+        FlightServiceServer::new(SakuraFlightSql::new(executor, auth.clone(), policy, limits))
+            .max_decoding_message_size(MAX_DECODING_BYTES);
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;

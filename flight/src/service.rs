@@ -35,11 +35,13 @@ use crate::audit::Audit;
 use crate::auth::Authenticator;
 use crate::cancel::Cancellations;
 use crate::executor::{QueryExecutor, QueryStream};
+use crate::limits::Limits;
 use crate::prepared::{self, Handle};
 use crate::rbac::Policy;
 use crate::sql_info::{SQL_INFO, XDBC_TYPES};
 use crate::{Error, Identity};
 use engine::Grants;
+use tokio::sync::OwnedSemaphorePermit;
 
 type DoGetStream = <SakuraFlightSql as FlightService>::DoGetStream;
 
@@ -49,6 +51,7 @@ pub struct SakuraFlightSql {
     executor: Arc<dyn QueryExecutor>,
     auth: Arc<Authenticator>,
     policy: Arc<Policy>,
+    limits: Arc<Limits>,
     cancellations: Cancellations,
 }
 
@@ -57,11 +60,13 @@ impl SakuraFlightSql {
         executor: Arc<dyn QueryExecutor>,
         auth: Arc<Authenticator>,
         policy: Arc<Policy>,
+        limits: Arc<Limits>,
     ) -> Self {
         Self {
             executor,
             auth,
             policy,
+            limits,
             cancellations: Cancellations::default(),
         }
     }
@@ -76,18 +81,19 @@ impl SakuraFlightSql {
         Ok(self.policy.grants(identity, &self.executor.table_names())?)
     }
 
-    /// Streams a query's result, stoppable by `CancelFlightInfo` on its ticket and counted
-    /// into its audit record.
+    /// Streams a query's result under the limits, stoppable by `CancelFlightInfo` on its
+    /// ticket, and counted into its audit record.
     fn stream(
         &self,
         ticket: Bytes,
         (schema, batches): QueryStream,
         audit: Arc<Audit>,
+        permit: OwnedSemaphorePermit,
     ) -> Response<DoGetStream> {
-        encode(
-            schema,
-            audit.wrap(self.cancellations.track(ticket, batches)),
-        )
+        let limited = self
+            .limits
+            .enforce(permit, self.cancellations.track(ticket, batches));
+        encode(schema, audit.wrap(limited))
     }
 
     /// Logs the audit line of a query refused while it was planned (`GetFlightInfo` or
@@ -103,21 +109,25 @@ impl SakuraFlightSql {
         request: &Request<T>,
         raw: &Bytes,
         handle: &Handle,
-    ) -> Result<(QueryStream, Arc<Audit>), Status> {
+    ) -> Result<(QueryStream, Arc<Audit>, OwnedSemaphorePermit), Status> {
         let identity = request.extensions().get::<Identity>();
         let audit = Audit::start(identity, &handle.sql, &handle.query_id);
         let result = async {
+            let permit = self.limits.admit()?;
             let grants = self.grants(request)?;
             self.cancellations.check(raw)?;
-            if handle.prepared {
-                self.execute_prepared(&grants, handle).await
-            } else {
-                Ok(self.executor.execute(&grants, &handle.sql).await?)
-            }
+            let planned = self.limits.plan(async {
+                if handle.prepared {
+                    self.execute_prepared(&grants, handle).await
+                } else {
+                    Ok(self.executor.execute(&grants, &handle.sql).await?)
+                }
+            });
+            Ok::<_, Status>((planned.await?, permit))
         }
         .await
         .inspect_err(|s| audit.failed(s))?;
-        Ok((result, audit))
+        Ok((result.0, audit, result.1))
     }
 
     /// Executes a prepared statement once per bound parameter row (once when it has no
@@ -320,8 +330,8 @@ impl FlightSqlService for SakuraFlightSql {
     ) -> Result<Response<DoGetStream>, Status> {
         let raw = request.get_ref().ticket.clone();
         let handle = Handle::decode(&ticket.statement_handle)?;
-        let (result, audit) = self.run_ticket(&request, &raw, &handle).await?;
-        Ok(self.stream(raw, result, audit))
+        let (result, audit, permit) = self.run_ticket(&request, &raw, &handle).await?;
+        Ok(self.stream(raw, result, audit, permit))
     }
 
     async fn do_action_create_prepared_statement(
@@ -411,8 +421,8 @@ impl FlightSqlService for SakuraFlightSql {
     ) -> Result<Response<DoGetStream>, Status> {
         let raw = request.get_ref().ticket.clone();
         let handle = Handle::decode(&query.prepared_statement_handle)?;
-        let (result, audit) = self.run_ticket(&request, &raw, &handle).await?;
-        Ok(self.stream(raw, result, audit))
+        let (result, audit, permit) = self.run_ticket(&request, &raw, &handle).await?;
+        Ok(self.stream(raw, result, audit, permit))
     }
 
     async fn get_flight_info_xdbc_type_info(

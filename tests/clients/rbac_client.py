@@ -3,8 +3,8 @@ result, for the RBAC tests.
 
 Usage: rbac_client.py grpc://HOST:PORT TOKEN QUERIES_JSON
 QUERIES_JSON: {"name": "SQL" | ["SQL with ?", [params]]}. Prints one JSON object: name → the
-first column of the first row ("v:<value>"), or "<gRPC status>: <message>"; plus "_tables": the
-tables adbc_get_objects lists.
+first column of the first row of the whole result ("v:<value>"), or "<gRPC status>: <message>";
+plus "_tables": the tables adbc_get_objects lists.
 """
 import json
 import re
@@ -40,8 +40,8 @@ def main(uri: str, token: str, queries_json: str) -> None:
             try:
                 with conn.cursor() as cur:
                     cur.execute(sql, params)
-                    row = cur.fetchone()
-                    out[name] = f"v:{row[0] if row else None}"
+                    rows = cur.fetchall()  # the whole result: limits may end it mid-stream
+                    out[name] = f"v:{rows[0][0] if rows else None}"
             except Exception as e:
                 out[name] = status(e)
     print(json.dumps(out))

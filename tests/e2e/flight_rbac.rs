@@ -62,6 +62,9 @@ read = ["raw.telemetry", "raw.logs"]
 row_filters = {{ "raw.telemetry" = "service = {{claim.service}}" }}
 [roles.reader]
 read = ["raw.*"]
+[limits]
+max_result_rows = 5000
+query_timeout_ms = 3000
 "#,
             data = tmp.path().join("data").display(),
             brokers = tansu.brokers(),
@@ -152,12 +155,26 @@ read = ["raw.*"]
     );
 
     // The reader sees every raw table unfiltered, and nothing of system.
+    // Limits: a too-large result and a too-long query end with their statuses; the queries
+    // after them run as usual.
     let reader = serde_json::json!({
+        "too_many_rows": "SELECT * FROM raw.telemetry",
+        "too_long": "SELECT count(*) FROM raw.telemetry a, raw.telemetry b, raw.telemetry c WHERE a.value + b.value + c.value > 1e9",
         "count": "SELECT count(*) FROM raw.telemetry",
         "events": "SELECT count(*) FROM raw.events",
         "ledger": "SELECT count(*) FROM system.ingest_ledger",
     });
     let out = python::run("rbac_client.py", &[&uri, api_token, &reader.to_string()]);
+    let got = out["too_many_rows"].as_str().unwrap();
+    assert!(
+        got.starts_with("RESOURCE_EXHAUSTED") && got.contains("max_result_rows = 5000"),
+        "{got}"
+    );
+    let got = out["too_long"].as_str().unwrap();
+    assert!(
+        got.starts_with("DEADLINE_EXCEEDED") && got.contains("query_timeout_ms = 3000"),
+        "{got}"
+    );
     assert_eq!(out["count"], "v:7000", "{out}");
     assert_eq!(out["events"], "v:0", "{out}");
     assert!(
@@ -202,6 +219,8 @@ read = ["raw.*"]
             "outcome=error: NotFound",
         ],
         &["subject=operator", "outcome=ok"],
+        &["subject=dashboards", "outcome=error: ResourceExhausted"],
+        &["subject=dashboards", "outcome=error: DeadlineExceeded"],
     ] {
         assert!(
             has(expected),
