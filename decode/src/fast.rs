@@ -301,6 +301,20 @@ impl<'a> Cursor<'a> {
         if negative { Some(v) } else { v.checked_neg() }
     }
 
+    /// After an object member: `true` past a `,` (another member follows), `false` past the
+    /// closing `}`.
+    fn next_member(&mut self) -> Option<bool> {
+        self.ws();
+        let more = match self.peek()? {
+            b',' => true,
+            b'}' => false,
+            _ => return None,
+        };
+        self.i += 1;
+        self.ws();
+        Some(more)
+    }
+
     /// Whether the next value is `null` (and consumes it).
     fn null(&mut self) -> bool {
         self.literal(b"null").is_some()
@@ -432,17 +446,8 @@ impl FastJson {
                     None if self.strict => return None,
                     None => c.skip_scalar()?,
                 }
-                c.ws();
-                match c.peek()? {
-                    b',' => {
-                        c.i += 1;
-                        c.ws();
-                    }
-                    b'}' => {
-                        c.i += 1;
-                        break;
-                    }
-                    _ => return None,
+                if !c.next_member()? {
+                    break;
                 }
             }
         }
@@ -515,17 +520,8 @@ impl FastJson {
                         } else {
                             m.values.append(c.string()?);
                         }
-                        c.ws();
-                        match c.peek()? {
-                            b',' => {
-                                c.i += 1;
-                                c.ws();
-                            }
-                            b'}' => {
-                                c.i += 1;
-                                break;
-                            }
-                            _ => return None,
+                        if !c.next_member()? {
+                            break;
                         }
                     }
                 }

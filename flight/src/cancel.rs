@@ -5,12 +5,11 @@
 //! cancels on the connection it runs the query on.)
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use tokio::sync::watch;
 
 use crate::Error;
@@ -83,33 +82,19 @@ impl Cancellations {
                 id,
             }
         };
-        let cancelled = async move {
+        crate::stop::stop_with(batches, async move {
+            // The registration leaves the registry with this future: on cancellation, or when
+            // the stream is dropped.
+            let _registration = registration;
             // Resolves only on a cancellation; a dropped sender means the registry forgot the
             // query, which happens only once the stream itself is gone.
             while rx.changed().await.is_ok() {
                 if *rx.borrow() {
-                    return;
+                    return Error::Cancelled("query cancelled (CancelFlightInfo)".into());
                 }
             }
-            std::future::pending::<()>().await;
-        };
-        let flagged = Arc::new(AtomicBool::new(false));
-        let set = flagged.clone();
-        let head = batches
-            .take_until(async move {
-                cancelled.await;
-                set.store(true, Ordering::SeqCst);
-            })
-            .map(Some);
-        let tail = futures::stream::once(async move {
-            drop(registration);
-            flagged.load(Ordering::SeqCst).then(|| {
-                Err(Error::Cancelled(
-                    "query cancelled (CancelFlightInfo)".into(),
-                ))
-            })
-        });
-        head.chain(tail).filter_map(|item| async move { item })
+            std::future::pending().await
+        })
     }
 
     /// Cancels the running queries of `tickets` and refuses those tickets from now on.
@@ -147,6 +132,7 @@ impl Cancellations {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::StreamExt;
 
     #[tokio::test]
     async fn a_running_query_stops_with_cancelled_and_its_ticket_is_refused_after() {

@@ -3,6 +3,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
+use datafusion::dataframe::DataFrame;
 use datafusion::execution::context::SQLOptions;
 use datafusion::scalar::ScalarValue;
 use engine::{Engine, Grants, TableInfo};
@@ -48,26 +49,32 @@ fn read_only() -> SQLOptions {
         .with_allow_statements(false)
 }
 
+/// `sql` planned (read-only) in the view of the catalog `grants` allow.
+async fn plan(engine: &Engine, grants: &Grants, sql: &str) -> Result<DataFrame> {
+    Ok(engine
+        .scoped(grants)
+        .await?
+        .sql_with_options(sql, read_only())
+        .await?)
+}
+
+/// Runs a planned query as a [`QueryStream`].
+async fn stream_of(df: DataFrame) -> Result<QueryStream> {
+    let stream = df.execute_stream().await?;
+    let schema = stream.schema();
+    Ok((schema, stream.map(|r| r.map_err(Error::from)).boxed()))
+}
+
 #[async_trait]
 impl QueryExecutor for Engine {
     async fn schema(&self, grants: &Grants, sql: &str) -> Result<SchemaRef> {
-        let df = self
-            .scoped(grants)
-            .await?
-            .sql_with_options(sql, read_only())
-            .await?;
+        let df = plan(self, grants, sql).await?;
         Ok(Arc::new(df.schema().as_arrow().clone()))
     }
 
     async fn execute(&self, grants: &Grants, sql: &str) -> Result<QueryStream> {
-        let df = self
-            .scoped(grants)
-            .await?
-            .sql_with_options(sql, read_only())
-            .await?;
-        let stream = df.execute_stream().await?;
-        let schema = stream.schema();
-        Ok((schema, stream.map(|r| r.map_err(Error::from)).boxed()))
+        let df = plan(self, grants, sql).await?;
+        stream_of(df).await
     }
 
     async fn tables(&self, grants: &Grants) -> Result<Vec<TableInfo>> {
@@ -79,11 +86,7 @@ impl QueryExecutor for Engine {
     }
 
     async fn prepare(&self, grants: &Grants, sql: &str) -> Result<(SchemaRef, SchemaRef)> {
-        let df = self
-            .scoped(grants)
-            .await?
-            .sql_with_options(sql, read_only())
-            .await?;
+        let df = plan(self, grants, sql).await?;
         let types = df.logical_plan().get_parameter_types()?;
         Ok((
             Arc::new(df.schema().as_arrow().clone()),
@@ -97,11 +100,7 @@ impl QueryExecutor for Engine {
         sql: &str,
         params: Vec<ScalarValue>,
     ) -> Result<QueryStream> {
-        let df = self
-            .scoped(grants)
-            .await?
-            .sql_with_options(sql, read_only())
-            .await?;
+        let df = plan(self, grants, sql).await?;
         let types = df.logical_plan().get_parameter_types()?;
         if params.len() != types.len() {
             return Err(Error::InvalidArgument(format!(
@@ -127,8 +126,6 @@ impl QueryExecutor for Engine {
                 }
             })
             .collect::<Result<Vec<_>>>()?;
-        let stream = df.with_param_values(params)?.execute_stream().await?;
-        let schema = stream.schema();
-        Ok((schema, stream.map(|r| r.map_err(Error::from)).boxed()))
+        stream_of(df.with_param_values(params)?).await
     }
 }

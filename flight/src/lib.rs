@@ -16,6 +16,7 @@ mod rbac;
 mod server;
 mod service;
 mod sql_info;
+mod stop;
 mod tls;
 
 pub use auth::{

@@ -3,7 +3,6 @@
 //! every other query keeps running.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
@@ -103,27 +102,18 @@ impl Limits {
     ) -> impl Stream<Item = Result<RecordBatch, Error>> + Send + 'static {
         let limits = self.clone();
         let deadline = self.timeout().map(|t| tokio::time::Instant::now() + t);
-        let expired = Arc::new(AtomicBool::new(false));
-        let flag = expired.clone();
-        let head = batches
-            .take_until(async move {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-                flag.store(true, Ordering::SeqCst);
-            })
-            .map(Some);
-        let end_limits = limits.clone();
-        let tail = futures::stream::once(async move {
-            drop(permit);
-            expired
-                .load(Ordering::SeqCst)
-                .then(|| Err(end_limits.timed_out()))
+        let timer = self.clone();
+        let timed = crate::stop::stop_with(batches, async move {
+            // The slot is held as long as the query runs.
+            let _permit = permit;
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+            timer.timed_out()
         });
         let (mut rows, mut bytes, mut stopped) = (0u64, 0u64, false);
-        head.chain(tail)
-            .filter_map(|item| async move { item })
+        timed
             .map(move |item| {
                 if stopped {
                     return None;

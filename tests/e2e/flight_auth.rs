@@ -76,23 +76,13 @@ fn clients_authenticate_and_bad_credentials_are_refused() {
     let (api_token, token_snippet) = new_token("grafana");
     let password = "correct horse battery staple";
     let (flight, http_port) = (free_port(), free_port());
-    let config = tmp.path().join("sakura.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[storage]
-url = "{data}"
-[kafka]
-brokers = "{brokers}"
-group_id = "e2e-auth"
-session_timeout_ms = 6000
-[ingest.topics]
-telemetry = "telemetry"
-[flight]
-listen = "127.0.0.1:{flight}"
-[http]
-listen = "127.0.0.1:{http_port}"
-[auth]
+    let config = sakura::write_secured_config(
+        tmp.path(),
+        &tansu.brokers(),
+        "e2e-auth",
+        (flight, http_port),
+        &format!(
+            r#"[auth]
 token_secret = "a shared secret of the fleet"
 [[auth.users]]
 name = "alice"
@@ -108,13 +98,10 @@ read = ["raw.*"]
 [roles.reader]
 read = ["raw.*"]
 "#,
-            data = tmp.path().join("data").display(),
-            brokers = tansu.brokers(),
             hash = hash_password(password),
             jwks = tmp.path().join("jwks.json").display(),
         ),
-    )
-    .unwrap();
+    );
     let _serve = sakura::serve("serve-auth", &config, http_port, tmp.path());
 
     let uri = format!("grpc://127.0.0.1:{flight}");

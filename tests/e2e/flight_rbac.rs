@@ -25,27 +25,13 @@ fn roles_grant_tables_and_row_filters_hold_for_every_query_shape() {
     let api_token = "sak_rbac-reader-token";
     let admin_token = "sak_rbac-admin-token";
     let (flight, http_port) = (free_port(), free_port());
-    let config = tmp.path().join("sakura.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[storage]
-url = "{data}"
-[kafka]
-brokers = "{brokers}"
-group_id = "e2e-rbac"
-session_timeout_ms = 6000
-[ingest]
-flush_age_ms = 500
-[ingest.topics]
-telemetry = "telemetry"
-[engine]
-refresh_interval_ms = 0
-[flight]
-listen = "127.0.0.1:{flight}"
-[http]
-listen = "127.0.0.1:{http_port}"
-[[auth.tokens]]
+    let config = sakura::write_secured_config(
+        tmp.path(),
+        &tansu.brokers(),
+        "e2e-rbac",
+        (flight, http_port),
+        &format!(
+            r#"[[auth.tokens]]
 name = "dashboards"
 hash = "{reader}"
 roles = ["reader"]
@@ -66,14 +52,11 @@ read = ["raw.*"]
 max_result_rows = 5000
 query_timeout_ms = 3000
 "#,
-            data = tmp.path().join("data").display(),
-            brokers = tansu.brokers(),
             reader = flight::token_hash(api_token),
             admin = flight::token_hash(admin_token),
             jwks = tmp.path().join("jwks.json").display(),
         ),
-    )
-    .unwrap();
+    );
     let serve = sakura::serve("serve-rbac", &config, http_port, tmp.path());
     let uri = format!("grpc://127.0.0.1:{flight}");
     wait_for("7,000 rows", Duration::from_secs(60), || {

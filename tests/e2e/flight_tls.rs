@@ -52,24 +52,28 @@ pub(crate) fn make_certificates(dir: &Path) {
             ],
         );
     };
-    key("ca");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            "ca.key",
-            "-sha256",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=sakura test CA",
-            "-out",
-            "ca.pem",
-        ],
-    );
+    // A key and a self-signed certificate `name.pem` for `cn`.
+    let self_signed = |name: &str, cn: &str| {
+        key(name);
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-new",
+                "-key",
+                &format!("{name}.key"),
+                "-sha256",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={cn}"),
+                "-out",
+                &format!("{name}.pem"),
+            ],
+        );
+    };
+    self_signed("ca", "sakura test CA");
     for (name, ext) in [
         (
             "server",
@@ -114,24 +118,7 @@ pub(crate) fn make_certificates(dir: &Path) {
             ],
         );
     }
-    key("rogue");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            "rogue.key",
-            "-sha256",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=rogue",
-            "-out",
-            "rogue.pem",
-        ],
-    );
+    self_signed("rogue", "rogue");
 }
 
 #[test]
@@ -144,23 +131,13 @@ fn mtls_clients_connect_and_others_are_refused() {
     tansu.create_topic("telemetry", 1);
     let token = "sak_tls-test-token";
     let (flight, http_port) = (free_port(), free_port());
-    let config = tmp.path().join("sakura.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[storage]
-url = "{data}"
-[kafka]
-brokers = "{brokers}"
-group_id = "e2e-tls"
-session_timeout_ms = 6000
-[ingest.topics]
-telemetry = "telemetry"
-[flight]
-listen = "127.0.0.1:{flight}"
-[http]
-listen = "127.0.0.1:{http_port}"
-[tls]
+    let config = sakura::write_secured_config(
+        tmp.path(),
+        &tansu.brokers(),
+        "e2e-tls",
+        (flight, http_port),
+        &format!(
+            r#"[tls]
 cert_file = "{certs}/server.pem"
 key_file = "{certs}/server.key"
 client_ca_file = "{certs}/ca.pem"
@@ -171,13 +148,10 @@ roles = ["reader"]
 [roles.reader]
 read = ["raw.*"]
 "#,
-            data = tmp.path().join("data").display(),
-            brokers = tansu.brokers(),
             certs = certs.display(),
             hash = flight::token_hash(token),
         ),
-    )
-    .unwrap();
+    );
     let _serve = sakura::serve("serve-tls", &config, http_port, tmp.path());
 
     let addr = format!("127.0.0.1:{flight}");

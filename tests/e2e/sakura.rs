@@ -79,7 +79,7 @@ pub(crate) fn sql_count(port: u16, query: &str) -> Result<i64, String> {
 /// Writes a `sakura.toml` for `serve` into `dir`: `storage` is the `[storage]` section(s),
 /// then Kafka (`group`, 6 s session timeout so Tansu's group joins are quick), telemetry only,
 /// flushes of `flush_rows` or 0.5 s, tables re-read on every query, and the listen ports when
-/// given (otherwise the test passes them as environment overrides).
+/// given (otherwise the test passes them as environment overrides). Authentication is off.
 pub(crate) fn write_serve_config(
     dir: &Path,
     storage: &str,
@@ -87,6 +87,47 @@ pub(crate) fn write_serve_config(
     group: &str,
     flush_rows: usize,
     ports: Option<(u16, u16)>,
+) -> std::path::PathBuf {
+    write_config(
+        dir,
+        storage,
+        brokers,
+        group,
+        flush_rows,
+        ports,
+        "[auth]\nrequired = false\n",
+    )
+}
+
+/// [`write_serve_config`] with local storage under `dir/data`, both ports, and `security` (the
+/// `[auth]`, `[tls]`, `[roles]`, `[limits]` sections) instead of authentication off.
+pub(crate) fn write_secured_config(
+    dir: &Path,
+    brokers: &str,
+    group: &str,
+    (flight, http): (u16, u16),
+    security: &str,
+) -> std::path::PathBuf {
+    let storage = format!("[storage]\nurl = \"{}\"\n", dir.join("data").display());
+    write_config(
+        dir,
+        &storage,
+        brokers,
+        group,
+        200_000,
+        Some((flight, http)),
+        security,
+    )
+}
+
+fn write_config(
+    dir: &Path,
+    storage: &str,
+    brokers: &str,
+    group: &str,
+    flush_rows: usize,
+    ports: Option<(u16, u16)>,
+    security: &str,
 ) -> std::path::PathBuf {
     let mut text = format!(
         r#"{storage}
@@ -99,8 +140,6 @@ flush_rows = {flush_rows}
 flush_age_ms = 500
 [ingest.topics]
 telemetry = "telemetry"
-[auth]
-required = false
 [engine]
 refresh_interval_ms = 0
 "#
@@ -110,6 +149,7 @@ refresh_interval_ms = 0
             "[flight]\nlisten = \"127.0.0.1:{flight}\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n"
         ));
     }
+    text.push_str(security);
     let path = dir.join("sakura.toml");
     std::fs::write(&path, text).expect("write sakura.toml");
     path
