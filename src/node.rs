@@ -61,6 +61,7 @@ impl Node {
         } else {
             None
         };
+        let http_tls = cfg.tls.http_config()?;
         let storage = cfg.storage()?;
         let stats = Arc::new(IngestStats::default());
         let (shutdown, rx) = watch::channel(false);
@@ -98,8 +99,15 @@ impl Node {
         });
 
         let mut tasks = JoinSet::new();
+        let mut api = None;
         if let Some((listener, auth, policy, limits, tls)) = flight_listener {
             let executor: Arc<dyn QueryExecutor> = Arc::new(engine.clone());
+            api = Some(Arc::new(flight::SqlApi::new(
+                executor.clone(),
+                auth.clone(),
+                policy.clone(),
+                limits.clone(),
+            )));
             let stop = stopped(rx.clone());
             tasks.spawn(async move {
                 (
@@ -113,12 +121,13 @@ impl Node {
         let state = HttpState {
             ready: ready.clone(),
             metrics,
+            api,
         };
         let stop = stopped(rx.clone());
         tasks.spawn(async move {
             (
                 "http",
-                flight::serve_http(http_listener, state, stop)
+                flight::serve_http(http_listener, state, http_tls, stop)
                     .await
                     .map_err(Error::from),
             )

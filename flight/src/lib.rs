@@ -4,6 +4,7 @@
 //! `sakura sql`). Out: Arrow record batches produced by a [`QueryExecutor`] — the engine in
 //! production, a fake in tests. Every error becomes a gRPC status in `error.rs`.
 
+mod api;
 mod audit;
 mod auth;
 mod cancel;
@@ -12,6 +13,7 @@ mod executor;
 mod http;
 mod limits;
 mod prepared;
+mod query;
 mod rbac;
 mod server;
 mod service;
@@ -19,6 +21,7 @@ mod sql_info;
 mod stop;
 mod tls;
 
+pub use api::SqlApi;
 pub use auth::{
     AuthConfig, Authenticator, Identity, JwtConfig, TokenConfig, UserConfig, hash_password,
     new_token, token_hash,

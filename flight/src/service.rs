@@ -31,27 +31,25 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
-use crate::audit::Audit;
 use crate::auth::Authenticator;
 use crate::cancel::Cancellations;
 use crate::executor::{QueryExecutor, QueryStream};
 use crate::limits::Limits;
 use crate::prepared::{self, Handle};
+use crate::query::Gate;
 use crate::rbac::Policy;
 use crate::sql_info::{SQL_INFO, XDBC_TYPES};
 use crate::{Error, Identity};
 use engine::Grants;
-use tokio::sync::OwnedSemaphorePermit;
 
 type DoGetStream = <SakuraFlightSql as FlightService>::DoGetStream;
 
 /// Flight SQL over a [`QueryExecutor`].
 #[derive(Debug, Clone)]
 pub struct SakuraFlightSql {
+    gate: Gate,
     executor: Arc<dyn QueryExecutor>,
     auth: Arc<Authenticator>,
-    policy: Arc<Policy>,
-    limits: Arc<Limits>,
     cancellations: Cancellations,
 }
 
@@ -63,71 +61,52 @@ impl SakuraFlightSql {
         limits: Arc<Limits>,
     ) -> Self {
         Self {
+            gate: Gate::new(executor.clone(), policy, limits),
             executor,
             auth,
-            policy,
-            limits,
             cancellations: Cancellations::default(),
         }
     }
 
     /// What the caller of `request` may read: from the [`Identity`] the auth layer attached.
     fn grants<T>(&self, request: &Request<T>) -> Result<Grants, Status> {
-        let identity = request.extensions().get::<Identity>().ok_or_else(|| {
-            Status::from(Error::Unauthenticated(
-                "the call carries no identity".into(),
-            ))
-        })?;
-        Ok(self.policy.grants(identity, &self.executor.table_names())?)
-    }
-
-    /// Streams a query's result under the limits, stoppable by `CancelFlightInfo` on its
-    /// ticket, and counted into its audit record.
-    fn stream(
-        &self,
-        ticket: Bytes,
-        (schema, batches): QueryStream,
-        audit: Arc<Audit>,
-        permit: OwnedSemaphorePermit,
-    ) -> Response<DoGetStream> {
-        let limited = self
-            .limits
-            .enforce(permit, self.cancellations.track(ticket, batches));
-        encode(schema, audit.wrap(limited))
+        self.gate.grants(request.extensions().get::<Identity>())
     }
 
     /// Logs the audit line of a query refused while it was planned (`GetFlightInfo` or
     /// creating a prepared statement), which therefore never reaches `DoGet`.
     fn audit_refusal<T>(&self, request: &Request<T>, sql: &str, status: &Status) {
-        Audit::start(request.extensions().get::<Identity>(), sql, "").failed(status);
+        Gate::audit_refusal(request.extensions().get::<Identity>(), sql, status);
     }
 
-    /// Runs the statement of a ticket's handle for the caller of `request`, with its audit
-    /// record (which logs the failure when there is one).
+    /// Runs the statement of a ticket's handle for the caller of `request` and streams its
+    /// result, stoppable by `CancelFlightInfo` on the ticket.
     async fn run_ticket<T>(
         &self,
         request: &Request<T>,
-        raw: &Bytes,
+        raw: Bytes,
         handle: &Handle,
-    ) -> Result<(QueryStream, Arc<Audit>, OwnedSemaphorePermit), Status> {
+    ) -> Result<Response<DoGetStream>, Status> {
         let identity = request.extensions().get::<Identity>();
-        let audit = Audit::start(identity, &handle.sql, &handle.query_id);
-        let result = async {
-            let permit = self.limits.admit()?;
-            let grants = self.grants(request)?;
-            self.cancellations.check(raw)?;
-            let planned = self.limits.plan(async {
-                if handle.prepared {
-                    self.execute_prepared(&grants, handle).await
-                } else {
-                    Ok(self.executor.execute(&grants, &handle.sql).await?)
-                }
-            });
-            Ok::<_, Status>((planned.await?, permit))
-        }
-        .await
-        .inspect_err(|s| audit.failed(s))?;
-        Ok((result.0, audit, result.1))
+        let cancellations = self.cancellations.clone();
+        let (schema, batches) = self
+            .gate
+            .run(
+                identity,
+                &handle.sql,
+                &handle.query_id,
+                async |grants: &Grants| {
+                    self.cancellations.check(&raw)?;
+                    if handle.prepared {
+                        self.execute_prepared(grants, handle).await
+                    } else {
+                        Ok(self.executor.execute(grants, &handle.sql).await?)
+                    }
+                },
+                |batches| cancellations.track(raw.clone(), batches).boxed(),
+            )
+            .await?;
+        Ok(encode(schema, batches))
     }
 
     /// Executes a prepared statement once per bound parameter row (once when it has no
@@ -330,8 +309,7 @@ impl FlightSqlService for SakuraFlightSql {
     ) -> Result<Response<DoGetStream>, Status> {
         let raw = request.get_ref().ticket.clone();
         let handle = Handle::decode(&ticket.statement_handle)?;
-        let (result, audit, permit) = self.run_ticket(&request, &raw, &handle).await?;
-        Ok(self.stream(raw, result, audit, permit))
+        self.run_ticket(&request, raw, &handle).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -421,8 +399,7 @@ impl FlightSqlService for SakuraFlightSql {
     ) -> Result<Response<DoGetStream>, Status> {
         let raw = request.get_ref().ticket.clone();
         let handle = Handle::decode(&query.prepared_statement_handle)?;
-        let (result, audit, permit) = self.run_ticket(&request, &raw, &handle).await?;
-        Ok(self.stream(raw, result, audit, permit))
+        self.run_ticket(&request, raw, &handle).await
     }
 
     async fn get_flight_info_xdbc_type_info(

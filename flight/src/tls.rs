@@ -1,8 +1,12 @@
-//! TLS for the Flight SQL server (rustls: TLS 1.2 and 1.3 only), and mTLS: with a client CA
-//! configured, a client must present a certificate that CA signed or the connection is refused
-//! during the TLS handshake — before any request reaches the service.
+//! TLS for the Flight SQL and HTTP servers (rustls: TLS 1.2 and 1.3 only), and mTLS: with a
+//! client CA configured, a client must present a certificate that CA signed or the connection
+//! is refused during the TLS handshake — before any request reaches a service.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use serde::Deserialize;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
@@ -45,8 +49,8 @@ impl TlsConfig {
         !self.client_ca_file.as_os_str().is_empty()
     }
 
-    /// The tonic server configuration; `None` when TLS is off. Errors name the key.
-    pub fn server_config(&self) -> Result<Option<ServerTlsConfig>> {
+    /// The certificate chain and key (PEM); `None` when TLS is off.
+    fn identity_pem(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         if !self.enabled() {
             if self.key_file.as_os_str().is_empty() && !self.mutual() {
                 return Ok(None);
@@ -60,8 +64,17 @@ impl TlsConfig {
                 "tls.key_file: required with tls.cert_file".into(),
             ));
         }
-        let cert = read("tls.cert_file", &self.cert_file)?;
-        let key = read("tls.key_file", &self.key_file)?;
+        Ok(Some((
+            read("tls.cert_file", &self.cert_file)?,
+            read("tls.key_file", &self.key_file)?,
+        )))
+    }
+
+    /// The tonic server configuration; `None` when TLS is off. Errors name the key.
+    pub fn server_config(&self) -> Result<Option<ServerTlsConfig>> {
+        let Some((cert, key)) = self.identity_pem()? else {
+            return Ok(None);
+        };
         let mut cfg = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
         if self.mutual() {
             let ca = read("tls.client_ca_file", &self.client_ca_file)?;
@@ -70,5 +83,48 @@ impl TlsConfig {
                 .client_auth_optional(false);
         }
         Ok(Some(cfg))
+    }
+}
+
+impl TlsConfig {
+    /// The rustls configuration of the HTTP server (same certificate and client CA as Flight);
+    /// `None` when TLS is off.
+    pub fn http_config(&self) -> Result<Option<Arc<rustls::ServerConfig>>> {
+        let Some((cert, key)) = self.identity_pem()? else {
+            return Ok(None);
+        };
+        let chain = CertificateDer::pem_slice_iter(&cert)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Config(format!("tls.cert_file: {e}")))?;
+        let key = PrivateKeyDer::from_pem_slice(&key)
+            .map_err(|e| Error::Config(format!("tls.key_file: {e}")))?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Config(format!("tls: {e}")))?;
+        let builder = if self.mutual() {
+            let ca = read("tls.client_ca_file", &self.client_ca_file)?;
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(&ca) {
+                let c = c.map_err(|e| Error::Config(format!("tls.client_ca_file: {e}")))?;
+                roots
+                    .add(c)
+                    .map_err(|e| Error::Config(format!("tls.client_ca_file: {e}")))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| Error::Config(format!("tls.client_ca_file: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let mut cfg = builder
+            .with_single_cert(chain, key)
+            .map_err(|e| Error::Config(format!("tls.cert_file / tls.key_file: {e}")))?;
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Some(Arc::new(cfg)))
     }
 }

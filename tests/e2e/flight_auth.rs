@@ -4,9 +4,11 @@
 
 use std::process::{Command, Stdio};
 
+use serde_json::json;
+
 use crate::procs::free_port;
 use crate::services::Tansu;
-use crate::{python, sakura};
+use crate::{curl, python, sakura};
 
 /// `sakura auth hash-password` of `password`.
 fn hash_password(password: &str) -> String {
@@ -193,4 +195,56 @@ read = ["raw.*"]
     assert!(!ok && text.contains("no credentials"), "{text}");
     let (ok, text) = sakura_sql(flight, &["--user", "alice", "--password", "nope"]);
     assert!(!ok && text.contains("wrong password"), "{text}");
+
+    // The HTTP API (curl) takes the same credentials, and Basic directly.
+    let url = format!("http://127.0.0.1:{http_port}");
+    let count = "SELECT count(*) AS n FROM raw.telemetry";
+    let bearer = |t: &str| format!("Authorization: Bearer {t}");
+    let basic = format!("alice:{password}");
+    let jwt = |name: &str| bearer(tokens[name].as_str().unwrap());
+    for args in [
+        vec!["-u", basic.as_str()],
+        vec!["-H", &bearer(&api_token)],
+        vec!["-H", &jwt("valid")],
+    ] {
+        let r = curl::sql(&url, count, &args);
+        assert_eq!((r.status, r.json()), (200, json!([{"n": 0}])), "{args:?}");
+    }
+    for (args, reason) in [
+        (vec![], "no credentials"),
+        (vec!["-u", "alice:nope"], "unknown user or wrong password"),
+        (vec!["-H", &bearer("sak_not-a-token")], "unknown API token"),
+        (vec!["-H", &jwt("expired")], "token expired"),
+        (vec!["-H", &jwt("wrong_issuer")], "wrong issuer"),
+        (vec!["-H", &jwt("wrong_audience")], "wrong audience"),
+        (
+            vec!["-H", &jwt("bad_signature")],
+            "signature does not verify",
+        ),
+        (
+            vec!["-H", "Authorization: Digest x"],
+            "unsupported authorization scheme",
+        ),
+    ] {
+        let r = curl::sql(&url, count, &args);
+        assert_eq!(r.status, 401, "{args:?}: {}", r.text());
+        assert_eq!(r.error_code(), "UNAUTHENTICATED", "{args:?}");
+        assert!(r.text().contains(reason), "{args:?}: {}", r.text());
+        assert!(
+            r.header("www-authenticate")
+                .is_some_and(|h| h.contains("Bearer")),
+            "{args:?}: {}",
+            r.headers
+        );
+    }
+    // Probes, metrics and the API description need no credentials.
+    for path in ["/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"] {
+        let r = curl::curl(&[&format!("{url}{path}")]).unwrap();
+        assert_eq!(r.status, 200, "{path}");
+    }
+    let doc = curl::curl(&[&format!("{url}/api/v1/openapi.json")])
+        .unwrap()
+        .json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/api/v1/sql"]["post"].is_object(), "{doc}");
 }

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use crate::procs::free_port;
 use crate::services::Tansu;
-use crate::{python, sakura};
+use crate::{curl, python, sakura};
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -152,7 +152,87 @@ read = ["raw.*"]
             hash = flight::token_hash(token),
         ),
     );
-    let _serve = sakura::serve("serve-tls", &config, http_port, tmp.path());
+    let url = format!("https://127.0.0.1:{http_port}");
+    let ca = certs.join("ca.pem");
+    let (cert, key) = (certs.join("client.pem"), certs.join("client.key"));
+    let (ca, cert, key) = (
+        ca.to_str().unwrap(),
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+    );
+    let mtls = ["--cacert", ca, "--cert", cert, "--key", key];
+    let healthz = format!("{url}/healthz");
+    let _serve = sakura::start_probed(
+        "serve-tls",
+        &["serve", "--config", config.to_str().unwrap()],
+        &[],
+        tmp.path(),
+        || curl::curl(&[&mtls[..], &[healthz.as_str()]].concat()).is_ok_and(|r| r.status == 200),
+    );
+
+    // HTTP: the same certificate and client CA. With a client certificate and a token the SQL
+    // API answers; plaintext, no or an untrusted client certificate, and an untrusted server
+    // fail in the handshake (curl's exit code says which).
+    let auth = format!("Authorization: Bearer {token}");
+    let r = curl::sql(
+        &url,
+        "SELECT 1 AS one",
+        &[&mtls[..], &["-H", &auth]].concat(),
+    );
+    assert_eq!((r.status, r.text()), (200, r#"[{"one":1}]"#.to_string()));
+    let r = curl::sql(&url, "SELECT 1 AS one", &mtls);
+    assert_eq!(r.status, 401, "mTLS does not replace authentication");
+    let rogue = certs.join("rogue.pem");
+    let rogue_key = certs.join("rogue.key");
+    // curl's exit codes: 1 (the TLS alert read as an HTTP/0.9 reply), 52 (empty reply) or 56
+    // (receive failure) for plaintext; 35 (handshake alert) or 56 for a refused client
+    // certificate; 60 when the server's certificate does not verify.
+    let (plaintext, refused, untrusted) = (&[1, 52, 56][..], &[35, 56][..], &[60][..]);
+    for (name, args, plain, codes) in [
+        ("plaintext to the TLS port", vec![], true, plaintext),
+        (
+            "no client certificate",
+            vec!["--cacert", ca],
+            false,
+            refused,
+        ),
+        (
+            "untrusted client certificate",
+            vec![
+                "--cacert",
+                ca,
+                "--cert",
+                rogue.to_str().unwrap(),
+                "--key",
+                rogue_key.to_str().unwrap(),
+            ],
+            false,
+            refused,
+        ),
+        (
+            "server not trusted",
+            vec!["--cert", cert, "--key", key],
+            false,
+            untrusted,
+        ),
+    ] {
+        let target = if plain {
+            format!("http://127.0.0.1:{http_port}/api/v1/sql")
+        } else {
+            format!("{url}/api/v1/sql")
+        };
+        let got = curl::curl(
+            &[
+                &args[..],
+                &["-X", "POST", "-d", "SELECT 1", "-H", &auth, &target],
+            ]
+            .concat(),
+        );
+        match got {
+            Err((code, _)) if codes.contains(&code) => {}
+            other => panic!("{name}: expected a failed connection, got {other:?}"),
+        }
+    }
 
     let addr = format!("127.0.0.1:{flight}");
     let out = python::run("tls_client.py", &[&addr, certs.to_str().unwrap(), token]);

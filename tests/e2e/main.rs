@@ -5,6 +5,7 @@
 // Test helpers fail the test by panicking; that is their job.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod curl;
 mod kafka;
 mod procs;
 mod proxy;

@@ -24,22 +24,29 @@ pub(crate) fn start(
     http_port: u16,
     log_dir: &Path,
 ) -> Proc {
+    start_probed(name, args, envs, log_dir, || {
+        http("GET", http_port, "/healthz").is_some_and(|(s, _)| s == 200)
+    })
+}
+
+/// Starts `sakura <args>` and waits until `healthy` says so.
+pub(crate) fn start_probed(
+    name: &str,
+    args: &[&str],
+    envs: &[(&str, String)],
+    log_dir: &Path,
+    mut healthy: impl FnMut() -> bool,
+) -> Proc {
     let mut cmd = command();
     cmd.args(args);
     for (k, v) in envs {
         cmd.env(k, v);
     }
     let mut proc = Proc::spawn(name, &mut cmd, log_dir);
-    wait_for(
-        &format!("{name} /healthz"),
-        Duration::from_secs(120),
-        || {
-            proc.assert_running();
-            http("GET", http_port, "/healthz")
-                .filter(|(s, _)| *s == 200)
-                .map(|_| ())
-        },
-    );
+    wait_for(&format!("{name} healthy"), Duration::from_secs(120), || {
+        proc.assert_running();
+        healthy().then_some(())
+    });
     proc
 }
 
