@@ -68,7 +68,11 @@ impl Node {
 
         // Ingest first: it creates missing tables, so the engine sees their stored schemas.
         let pipeline = Pipeline::start(&cfg.kafka, &cfg.ingest, &storage, stats.clone()).await?;
-        let engine = Engine::new(storage.clone(), &cfg.engine).await?;
+        let mut engine = Engine::new(storage.clone(), &cfg.engine).await?;
+        if with_flight && cfg.limits.max_query_memory_mb > 0 {
+            let mb = usize::try_from(cfg.limits.max_query_memory_mb).unwrap_or(usize::MAX);
+            engine = engine.with_query_memory_limit(mb.saturating_mul(1 << 20));
+        }
 
         let flight_listener = match auth {
             Some((auth, policy, limits, tls)) => Some((

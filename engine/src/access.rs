@@ -13,6 +13,7 @@ use datafusion::catalog::{
 use datafusion::common::DFSchema;
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::LogicalPlanBuilder;
 use datafusion::prelude::SessionContext;
 
@@ -45,14 +46,16 @@ fn filtered(
     )))
 }
 
-/// A session like `ctx` (same configuration and runtime: memory pool, disk manager) whose
-/// catalog `catalog` holds only the tables `grants` lists, filtered where they say so.
+/// A session like `ctx` (same configuration), running in `runtime` (memory pool, disk
+/// manager, object stores), whose catalog `catalog` holds only the tables `grants` lists,
+/// filtered where they say so.
 pub async fn scoped_session(
     ctx: &SessionContext,
+    runtime: Arc<RuntimeEnv>,
     catalog: &str,
     grants: &Grants,
 ) -> Result<SessionContext> {
-    let scoped = SessionContext::new_with_config_rt(ctx.copied_config(), ctx.runtime_env());
+    let scoped = SessionContext::new_with_config_rt(ctx.copied_config(), runtime);
     let source = ctx
         .catalog(catalog)
         .ok_or_else(|| DataFusionError::Plan(format!("no catalog {catalog}")))?;
@@ -147,7 +150,9 @@ mod tests {
             )]
             .into(),
         };
-        let s = scoped_session(&ctx, "sakura", &grants).await.unwrap();
+        let s = scoped_session(&ctx, ctx.runtime_env(), "sakura", &grants)
+            .await
+            .unwrap();
         let one = |sql: &'static str| {
             let s = s.clone();
             async move { rows(&s, sql).await }
@@ -191,6 +196,10 @@ mod tests {
             )]
             .into(),
         };
-        assert!(scoped_session(&ctx, "sakura", &bad).await.is_err());
+        assert!(
+            scoped_session(&ctx, ctx.runtime_env(), "sakura", &bad)
+                .await
+                .is_err()
+        );
     }
 }

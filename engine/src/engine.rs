@@ -1,3 +1,4 @@
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,6 +8,10 @@ use datafusion::catalog::{
 };
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::TableType;
+#[cfg(test)]
+use datafusion::error::DataFusionError;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use schemas::Storage;
 
@@ -36,6 +41,8 @@ pub struct TableInfo {
 pub struct Engine {
     ctx: SessionContext,
     storage: Storage,
+    /// Memory each query may hold before it spills or fails; `None`: unbounded.
+    query_memory: Option<usize>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -90,7 +97,11 @@ impl Engine {
             let ledger = IngestLedger::new(storage.clone(), builtin);
             system.register_table("ingest_ledger".to_string(), Arc::new(ledger))?;
         }
-        Ok(Self { ctx, storage })
+        Ok(Self {
+            ctx,
+            storage,
+            query_memory: None,
+        })
     }
 
     pub fn session(&self) -> &SessionContext {
@@ -124,12 +135,35 @@ impl Engine {
         out
     }
 
-    /// A session that sees only what `grants` allow (see [`crate::scoped_session`]).
+    /// Gives every query run through [`Engine::scoped`] its own memory pool of `bytes`:
+    /// sorts, aggregations and other spilling operators spill to disk (the OS temp directory)
+    /// when it is full; an operator that cannot spill fails the query with
+    /// `ResourcesExhausted`. Other queries are not affected.
+    pub fn with_query_memory_limit(mut self, bytes: usize) -> Self {
+        self.query_memory = Some(bytes);
+        self
+    }
+
+    /// A session that sees only what `grants` allow (see [`crate::scoped_session`]), with its
+    /// own memory pool when a per-query limit is set.
     pub async fn scoped(
         &self,
         grants: &crate::Grants,
     ) -> datafusion::error::Result<SessionContext> {
-        crate::scoped_session(&self.ctx, CATALOG, grants).await
+        let base = self.ctx.runtime_env();
+        let runtime = match self.query_memory {
+            None => base,
+            Some(bytes) => {
+                let pool = TrackConsumersPool::new(
+                    FairSpillPool::new(bytes),
+                    NonZeroUsize::new(3).unwrap_or(NonZeroUsize::MIN),
+                );
+                RuntimeEnvBuilder::from_runtime_env(&base)
+                    .with_memory_pool(Arc::new(pool))
+                    .build_arc()?
+            }
+        };
+        crate::scoped_session(&self.ctx, runtime, CATALOG, grants).await
     }
 }
 
@@ -166,4 +200,66 @@ pub async fn list_tables(ctx: &SessionContext) -> datafusion::error::Result<Vec<
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Grants;
+
+    /// Rows of `sql` run in a scoped session (every table granted).
+    async fn run(engine: &Engine, sql: &str) -> datafusion::error::Result<usize> {
+        let ctx = engine.scoped(&Grants::default()).await?;
+        let batches = ctx.sql(sql).await?.collect().await?;
+        Ok(batches.iter().map(|b| b.num_rows()).sum())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_query_over_its_memory_limit_spills_or_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::local(dir.path()).unwrap();
+        let engine = Engine::new(storage, &EngineConfig::default())
+            .await
+            .unwrap()
+            .with_query_memory_limit(48 << 20);
+        // A 6M-row sort needs ~100 MB: it spills to disk and still answers.
+        let sorted = "SELECT value FROM generate_series(1, 6000000) ORDER BY value DESC";
+        assert_eq!(run(&engine, sorted).await.unwrap(), 6_000_000);
+        let ctx = engine.scoped(&Grants::default()).await.unwrap();
+        let analyzed = ctx
+            .sql(&format!("EXPLAIN ANALYZE {sorted}"))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&analyzed)
+            .unwrap()
+            .to_string();
+        let spills: Vec<u64> = text
+            .split("spill_count=")
+            .skip(1)
+            .filter_map(|s| s.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+            .collect();
+        assert!(
+            spills.iter().any(|&n| n > 0),
+            "the sort did not spill:\n{text}"
+        );
+        // A hash join cannot spill its 6M-row build side: the query fails with
+        // ResourcesExhausted…
+        let join = "SELECT count(*) FROM generate_series(1, 6000000) a \
+                    JOIN generate_series(1, 6000000) b ON a.value = b.value";
+        let err = run(&engine, join).await.unwrap_err();
+        assert!(
+            matches!(err.find_root(), DataFusionError::ResourcesExhausted(_)),
+            "{err}"
+        );
+        // … while a query running beside it has its own pool and succeeds.
+        let (join, small) = tokio::join!(
+            run(&engine, join),
+            run(&engine, "SELECT count(*) FROM generate_series(1, 100000)")
+        );
+        assert!(join.is_err());
+        assert_eq!(small.unwrap(), 1);
+    }
 }

@@ -98,6 +98,15 @@ impl From<Error> for Status {
         if code == Code::Internal {
             tracing::error!(error = %e, "internal error");
         }
+        if code == Code::ResourceExhausted && matches!(e, Error::Query(_)) {
+            return Status::new(
+                code,
+                format!(
+                    "the query needs more memory than limits.max_query_memory_mb allows \
+                     (sorts and aggregations spill to disk first; joins cannot): {e}"
+                ),
+            );
+        }
         Status::new(code, e.to_string())
     }
 }

@@ -25,6 +25,9 @@ pub struct LimitsConfig {
     pub max_result_rows: u64,
     /// Most bytes (Arrow size) a result may have; 0: no limit (`RESOURCE_EXHAUSTED`).
     pub max_result_bytes: u64,
+    /// Memory one query may hold, MiB; sorts and aggregations spill to disk beyond it, other
+    /// operators fail the query (`RESOURCE_EXHAUSTED`); 0: no limit.
+    pub max_query_memory_mb: u64,
 }
 
 impl Default for LimitsConfig {
@@ -34,6 +37,7 @@ impl Default for LimitsConfig {
             query_timeout_ms: 600_000,
             max_result_rows: 0,
             max_result_bytes: 0,
+            max_query_memory_mb: 2048,
         }
     }
 }
@@ -167,6 +171,7 @@ mod tests {
             query_timeout_ms: 200,
             max_result_rows: 10,
             max_result_bytes: 0,
+            max_query_memory_mb: 0,
         })
         .unwrap();
         // Concurrency: the second query is refused while the first holds its slot.

@@ -23,4 +23,5 @@ mod flight_tls;
 mod formats_and_evolution;
 mod object_store_outages;
 mod rebalance;
+mod serve_load;
 mod serve_s3_exactly_once;

@@ -248,3 +248,21 @@ pub(crate) fn s3_storage(endpoint: &str) -> String {
         "[storage]\nurl = \"s3://lake/sakura\"\n[storage.s3]\nendpoint = \"{endpoint}\"\nallow_http = true\naccess_key_id = \"test\"\nsecret_access_key = \"test\""
     )
 }
+
+/// The `n` column of `sql`'s single row, asked over the HTTP API with `token`; `None` when the
+/// call fails.
+pub(crate) fn curl_count(http_port: u16, token: &str, sql: &str) -> Option<i64> {
+    let url = format!("http://127.0.0.1:{http_port}");
+    let auth = format!("Authorization: Bearer {token}");
+    let r = crate::curl::curl(&[
+        "-X",
+        "POST",
+        "--data-binary",
+        sql,
+        "-H",
+        &auth,
+        &format!("{url}/api/v1/sql"),
+    ])
+    .ok()?;
+    (r.status == 200).then(|| r.json()[0]["n"].as_i64())?
+}
