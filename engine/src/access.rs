@@ -18,10 +18,30 @@ use datafusion::logical_expr::LogicalPlanBuilder;
 use datafusion::prelude::SessionContext;
 
 /// What one caller may read: `(schema, table)` → the row filter (a SQL predicate over the
-/// table's columns, values already substituted), or `None` for every row.
+/// table's columns, values already substituted), or `None` for every row; and the table
+/// patterns it may write.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Grants {
     pub tables: BTreeMap<(String, String), Option<String>>,
+    /// `schema.table`, `schema.*` or `*`.
+    pub write: Vec<String>,
+}
+
+/// Whether a grant pattern (`schema.table`, `schema.*` or `*`) covers `schema.table`.
+pub fn pattern_matches(pattern: &str, schema: &str, table: &str) -> bool {
+    match pattern.split_once('.') {
+        _ if pattern == "*" => true,
+        Some((s, "*")) => s == schema,
+        Some((s, t)) => s == schema && t == table,
+        None => false,
+    }
+}
+
+impl Grants {
+    /// Whether these grants may write `schema.table` (existing or not).
+    pub fn may_write(&self, schema: &str, table: &str) -> bool {
+        self.write.iter().any(|p| pattern_matches(p, schema, table))
+    }
 }
 
 /// `table` restricted to the rows where `predicate` (SQL) holds, as a view.
@@ -149,6 +169,7 @@ mod tests {
                 Some("project = 'p-1'".to_string()),
             )]
             .into(),
+            ..Default::default()
         };
         let s = scoped_session(&ctx, ctx.runtime_env(), "sakura", &grants)
             .await
@@ -195,6 +216,7 @@ mod tests {
                 Some("no_such_column = 1".into()),
             )]
             .into(),
+            ..Default::default()
         };
         assert!(
             scoped_session(&ctx, ctx.runtime_env(), "sakura", &bad)

@@ -15,6 +15,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use schemas::Storage;
 
+use crate::curated::{self, CURATED};
 use crate::ledger::IngestLedger;
 use crate::live_table::LiveDeltaTable;
 use crate::{EngineConfig, Error, Result};
@@ -41,6 +42,9 @@ pub struct TableInfo {
 pub struct Engine {
     ctx: SessionContext,
     storage: Storage,
+    /// The `curated` schema, where SQL creates tables.
+    curated: Arc<MemorySchemaProvider>,
+    refresh: Duration,
     /// Memory each query may hold before it spills or fails; `None`: unbounded.
     query_memory: Option<usize>,
 }
@@ -97,9 +101,27 @@ impl Engine {
             let ledger = IngestLedger::new(storage.clone(), builtin);
             system.register_table("ingest_ledger".to_string(), Arc::new(ledger))?;
         }
+        let curated = schema_providers
+            .iter()
+            .find(|(n, _)| *n == CURATED)
+            .map(|(_, s)| s.clone())
+            .ok_or_else(|| Error::Config {
+                key: "engine".into(),
+                message: "no curated schema".into(),
+            })?;
+        for def in curated::discover(&storage).await? {
+            let name = def.table.to_string();
+            let table = curated::register(curated.as_ref(), def, &storage, refresh)?;
+            table.refresh(&state).await.map_err(|source| Error::Table {
+                table: name,
+                source,
+            })?;
+        }
         Ok(Self {
             ctx,
             storage,
+            curated,
+            refresh,
             query_memory: None,
         })
     }
@@ -133,6 +155,46 @@ impl Engine {
         }
         out.sort();
         out
+    }
+
+    /// Creates `curated.<name>` with the columns of `schema` and adds it to the catalog.
+    /// `Ok(false)` when it already exists (then nothing changes).
+    pub async fn create_curated(
+        &self,
+        name: &str,
+        schema: &datafusion::arrow::datatypes::Schema,
+    ) -> Result<bool> {
+        if !curated::valid_name(name) {
+            return Err(Error::Config {
+                key: "table name".into(),
+                message: format!(
+                    "{name:?}: curated table names are lower-case letters, digits and _"
+                ),
+            });
+        }
+        if self.curated.table_exist(name) {
+            return Ok(false);
+        }
+        let created = curated::create(&self.storage, name, schema).await?;
+        let def = schemas::TableDef::curated(name, Arc::new(schema.clone()));
+        let table = curated::register(self.curated.as_ref(), def, &self.storage, self.refresh)?;
+        table
+            .refresh(&self.ctx.state())
+            .await
+            .map_err(|source| Error::Table {
+                table: format!("{CURATED}.{name}"),
+                source,
+            })?;
+        Ok(created)
+    }
+
+    /// Makes the next query of `curated.<name>` re-read its Delta log.
+    pub async fn invalidate_curated(&self, name: &str) {
+        if let Ok(Some(t)) = self.curated.table(name).await
+            && let Some(live) = t.downcast_ref::<LiveDeltaTable>()
+        {
+            live.invalidate().await;
+        }
     }
 
     /// Gives every query run through [`Engine::scoped`] its own memory pool of `bytes`:
@@ -261,5 +323,83 @@ mod tests {
         );
         assert!(join.is_err());
         assert_eq!(small.unwrap(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn curated_tables_are_created_appended_and_found_again_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::local(dir.path()).unwrap();
+        let engine = Engine::new(storage.clone(), &EngineConfig::default())
+            .await
+            .unwrap();
+        let all = |engine: &Engine| {
+            let mut g = Grants::default();
+            for (s, t) in engine.table_names() {
+                g.tables.insert((s, t), None);
+            }
+            g
+        };
+        let ctx = engine.scoped(&all(&engine)).await.unwrap();
+        let df = ctx
+            .sql("SELECT 'a' AS k, CAST(1 AS BIGINT) AS v")
+            .await
+            .unwrap();
+        let schema = df.schema().as_arrow().clone();
+        assert!(engine.create_curated("kv", &schema).await.unwrap());
+        assert!(
+            !engine.create_curated("kv", &schema).await.unwrap(),
+            "exists"
+        );
+        assert!(engine.create_curated("Bad-Name", &schema).await.is_err());
+        let ctx = engine.scoped(&all(&engine)).await.unwrap();
+        let opts = datafusion::execution::context::SQLOptions::new().with_allow_dml(true);
+        for sql in [
+            "INSERT INTO curated.kv VALUES ('a', 1), ('b', 2)",
+            "INSERT INTO curated.kv SELECT 'c', 3",
+        ] {
+            ctx.sql_with_options(sql, opts)
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+        }
+        engine.invalidate_curated("kv").await;
+        let rows = ctx.sql("SELECT * FROM curated.kv").await.unwrap();
+        assert_eq!(rows.count().await.unwrap(), 3);
+        // Ingest's tables are not writable through SQL.
+        let err = ctx
+            .sql_with_options(
+                "INSERT INTO raw.telemetry SELECT * FROM raw.telemetry",
+                opts,
+            )
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert!(err.to_string().contains("written by ingest only"), "{err}");
+
+        let restarted = Engine::new(storage, &EngineConfig::default())
+            .await
+            .unwrap();
+        assert!(
+            restarted
+                .table_names()
+                .contains(&("curated".to_string(), "kv".to_string()))
+        );
+        let ctx = restarted.scoped(&all(&restarted)).await.unwrap();
+        let batches = ctx
+            .sql("SELECT sum(v) AS s FROM curated.kv")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string();
+        assert!(text.contains("| 6 "), "{text}");
     }
 }

@@ -9,6 +9,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{ScanArgs, ScanResult, Session, TableProvider};
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
@@ -134,6 +135,11 @@ impl LiveDeltaTable {
         Ok(st.provider.clone())
     }
 
+    /// Makes the next scan re-read the Delta log (after a write through this server).
+    pub async fn invalidate(&self) {
+        self.state.lock().await.refreshed = None;
+    }
+
     /// Refreshes now, so `schema()` reflects the stored table; used when the catalog is built.
     pub async fn refresh(&self, session: &dyn Session) -> Result<()> {
         self.current(session).await.map(|_| ())
@@ -178,6 +184,30 @@ impl TableProvider for LiveDeltaTable {
                 };
                 Ok(Arc::new(EmptyExec::new(schema)))
             }
+        }
+    }
+
+    /// Appends through the Delta provider's sink (one commit per statement), on a fresh
+    /// snapshot. Only curated tables are written this way; ingest owns the others.
+    async fn insert_into(
+        &self,
+        state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !matches!(self.def.kind, schemas::TableKind::Curated) {
+            return Err(DataFusionError::Plan(format!(
+                "{} is written by ingest only; SQL writes go to curated tables",
+                self.def.table
+            )));
+        }
+        self.invalidate().await;
+        match self.current(state).await? {
+            Some(p) => p.insert_into(state, input, insert_op).await,
+            None => Err(DataFusionError::Plan(format!(
+                "{} has no Delta table (yet)",
+                self.def.table
+            ))),
         }
     }
 

@@ -20,6 +20,8 @@ pub enum Error {
     Unauthenticated(String),
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
     #[error("resource exhausted: {0}")]
     ResourceExhausted(String),
     #[error("deadline exceeded: {0}")]
@@ -57,6 +59,7 @@ impl Error {
             Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::ResourceExhausted(_) => Code::ResourceExhausted,
+            Self::AlreadyExists(_) => Code::AlreadyExists,
             Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Self::Query(e) => datafusion_code(e),
             Self::Arrow(ArrowError::CastError(_) | ArrowError::ParseError(_)) => {
@@ -108,6 +111,22 @@ impl From<Error> for Status {
             );
         }
         Status::new(code, e.to_string())
+    }
+}
+
+impl From<engine::Error> for Error {
+    fn from(e: engine::Error) -> Self {
+        match e {
+            engine::Error::DataFusion(e) => Self::Query(e),
+            engine::Error::Table { table, source } => Self::Query(DataFusionError::Context(
+                format!("table {table}"),
+                Box::new(source),
+            )),
+            engine::Error::Config { key, message } => {
+                Self::InvalidArgument(format!("{key}: {message}"))
+            }
+            other => Self::Query(DataFusionError::External(Box::new(other))),
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::context::SQLOptions;
@@ -10,6 +10,7 @@ use engine::{Engine, Grants, TableInfo};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
+use crate::update;
 use crate::{Error, Result};
 
 /// A query's result: its schema and a stream of batches.
@@ -35,14 +36,18 @@ pub trait QueryExecutor: Send + Sync + std::fmt::Debug + 'static {
         sql: &str,
         params: Vec<ScalarValue>,
     ) -> Result<QueryStream>;
+    /// Runs a statement update (`INSERT INTO curated.…`, `CREATE TABLE curated.… AS …`);
+    /// returns the rows written. A query is refused with `InvalidArgument`.
+    async fn update(&self, grants: &Grants, sql: &str) -> Result<u64>;
     /// Every table a client with `grants` may list.
     async fn tables(&self, grants: &Grants) -> Result<Vec<TableInfo>>;
     /// `(schema, table)` of every table grants can be given on.
     fn table_names(&self) -> Vec<(String, String)>;
 }
 
-/// Statements are read-only until the serving issue adds roles that may write.
-fn read_only() -> SQLOptions {
+/// Queries are read-only; writes go through [`QueryExecutor::update`] (also when a statement
+/// update arrives as a query: its result is one row, `rows_affected`).
+pub(crate) fn read_only() -> SQLOptions {
     SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
@@ -68,13 +73,30 @@ async fn stream_of(df: DataFrame) -> Result<QueryStream> {
 #[async_trait]
 impl QueryExecutor for Engine {
     async fn schema(&self, grants: &Grants, sql: &str) -> Result<SchemaRef> {
+        if update::is_update(sql)? {
+            return Ok(update::result_schema());
+        }
         let df = plan(self, grants, sql).await?;
         Ok(Arc::new(df.schema().as_arrow().clone()))
     }
 
     async fn execute(&self, grants: &Grants, sql: &str) -> Result<QueryStream> {
+        if let Some(rows) = update::run(self, grants, sql).await? {
+            let batch = update::result_batch(rows)?;
+            return Ok((batch.schema(), futures::stream::iter([Ok(batch)]).boxed()));
+        }
         let df = plan(self, grants, sql).await?;
         stream_of(df).await
+    }
+
+    async fn update(&self, grants: &Grants, sql: &str) -> Result<u64> {
+        update::run(self, grants, sql).await?.ok_or_else(|| {
+            Error::InvalidArgument(
+                "a statement update must be INSERT INTO curated.… or CREATE TABLE curated.… AS \
+                 SELECT …; run queries as queries"
+                    .into(),
+            )
+        })
     }
 
     async fn tables(&self, grants: &Grants) -> Result<Vec<TableInfo>> {
@@ -86,6 +108,9 @@ impl QueryExecutor for Engine {
     }
 
     async fn prepare(&self, grants: &Grants, sql: &str) -> Result<(SchemaRef, SchemaRef)> {
+        if update::is_update(sql)? {
+            return Ok((update::result_schema(), Arc::new(Schema::empty())));
+        }
         let df = plan(self, grants, sql).await?;
         let types = df.logical_plan().get_parameter_types()?;
         Ok((
@@ -100,6 +125,11 @@ impl QueryExecutor for Engine {
         sql: &str,
         params: Vec<ScalarValue>,
     ) -> Result<QueryStream> {
+        if update::is_update(sql)? {
+            return Err(Error::Unimplemented(
+                "parameters in statement updates; write the values into the statement".into(),
+            ));
+        }
         let df = plan(self, grants, sql).await?;
         let types = df.logical_plan().get_parameter_types()?;
         if params.len() != types.len() {

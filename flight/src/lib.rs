@@ -20,6 +20,7 @@ mod service;
 mod sql_info;
 mod stop;
 mod tls;
+mod update;
 
 pub use api::SqlApi;
 pub use auth::{

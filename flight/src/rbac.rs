@@ -1,6 +1,7 @@
-//! Roles: which tables a caller may read, and which rows of them. `[roles.<name>]` in the
-//! config grants reads by table pattern and attaches row filters; a caller's grants are the
-//! union of its roles'. The built-in `admin` role reads everything.
+//! Roles: which tables a caller may read, and which rows of them, and which it may write.
+//! `[roles.<name>]` in the config grants reads and writes by table pattern and attaches row
+//! filters; a caller's grants are the union of its roles'. The built-in `admin` role reads
+//! everything and writes every curated table.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +21,9 @@ pub const ADMIN: &str = "admin";
 pub struct RoleConfig {
     /// Tables the role reads: `schema.table`, `schema.*` or `*`.
     pub read: Vec<String>,
+    /// Tables the role writes (`INSERT INTO`, `CREATE TABLE … AS`), same patterns; only
+    /// `curated` tables are writable at all. Writing a table implies reading it.
+    pub write: Vec<String>,
     /// Row filters: `schema.table` → SQL predicate over its columns. `{claim.NAME}` stands for
     /// the caller's claim NAME as a SQL literal (a token without it reads nothing).
     pub row_filters: BTreeMap<String, String>,
@@ -31,14 +35,7 @@ pub struct Policy {
     roles: BTreeMap<String, RoleConfig>,
 }
 
-fn matches(pattern: &str, schema: &str, table: &str) -> bool {
-    match pattern.split_once('.') {
-        _ if pattern == "*" => true,
-        Some((s, "*")) => s == schema,
-        Some((s, t)) => s == schema && t == table,
-        None => false,
-    }
-}
+use engine::pattern_matches as matches;
 
 /// `{claim.NAME}` placeholders of `predicate` replaced by the claims as SQL literals.
 fn substitute(predicate: &str, claims: &serde_json::Map<String, Value>) -> Result<String> {
@@ -72,7 +69,12 @@ impl Policy {
     /// Checks the roles: patterns and row-filter keys must be well-formed.
     pub fn new(roles: BTreeMap<String, RoleConfig>) -> Result<Self> {
         for (name, role) in &roles {
-            for p in role.read.iter().chain(role.row_filters.keys()) {
+            for p in role
+                .read
+                .iter()
+                .chain(&role.write)
+                .chain(role.row_filters.keys())
+            {
                 if p != "*"
                     && p.split_once('.')
                         .is_none_or(|(s, t)| s.is_empty() || t.is_empty())
@@ -87,8 +89,9 @@ impl Policy {
     }
 
     /// What `identity` may read of `tables` (`(schema, table)` pairs): a table is readable when
-    /// one of its roles grants it; unfiltered when one such role has no filter for it, else
-    /// through the OR of those roles' filters.
+    /// one of its roles grants it (reading or writing); unfiltered when one such role has no
+    /// filter for it, else through the OR of those roles' filters. Plus the write patterns of
+    /// its roles.
     pub fn grants(&self, identity: &Identity, tables: &[(String, String)]) -> Result<Grants> {
         let mut out = Grants::default();
         for (schema, table) in tables {
@@ -105,7 +108,12 @@ impl Policy {
                 let Some(r) = self.roles.get(role) else {
                     continue;
                 };
-                if !r.read.iter().any(|p| matches(p, schema, table)) {
+                if !r
+                    .read
+                    .iter()
+                    .chain(&r.write)
+                    .any(|p| matches(p, schema, table))
+                {
                     continue;
                 }
                 granted = true;
@@ -117,6 +125,13 @@ impl Policy {
             if granted {
                 let filter = (!unfiltered).then(|| filters.join(" OR "));
                 out.tables.insert((schema.clone(), table.clone()), filter);
+            }
+        }
+        for role in &identity.roles {
+            if role == ADMIN {
+                out.write.push(format!("{}.*", engine::CURATED));
+            } else if let Some(r) = self.roles.get(role) {
+                out.write.extend(r.write.iter().cloned());
             }
         }
         Ok(out)
@@ -149,12 +164,14 @@ mod tests {
                             "project_id = {claim.project_id}".to_string(),
                         )]
                         .into(),
+                        ..Default::default()
                     },
                 ),
                 (
                     "ops".to_string(),
                     RoleConfig {
                         read: vec!["raw.*".into()],
+                        write: vec!["curated.daily".into()],
                         row_filters: BTreeMap::new(),
                     },
                 ),
@@ -192,8 +209,17 @@ mod tests {
             None,
             "ops reads all rows"
         );
+        assert!(g.may_write("curated", "daily") && !g.may_write("curated", "other"));
+        assert!(
+            !policy
+                .grants(&tenant, &tables)
+                .unwrap()
+                .may_write("curated", "daily")
+        );
         let admin = identity(&["admin"], Value::Null);
-        assert_eq!(policy.grants(&admin, &tables).unwrap().tables.len(), 3);
+        let g = policy.grants(&admin, &tables).unwrap();
+        assert_eq!(g.tables.len(), 3);
+        assert!(g.may_write("curated", "anything") && !g.may_write("raw", "events"));
         let nobody = identity(&["unknown-role"], Value::Null);
         assert!(policy.grants(&nobody, &tables).unwrap().tables.is_empty());
         let no_claim = identity(&["tenant"], serde_json::json!({}));

@@ -19,7 +19,8 @@ use arrow_flight::sql::{
     CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
     CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
     CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandStatementQuery,
-    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
 };
 use arrow_flight::{
     Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus,
@@ -310,6 +311,44 @@ impl FlightSqlService for SakuraFlightSql {
         let raw = request.get_ref().ticket.clone();
         let handle = Handle::decode(&ticket.statement_handle)?;
         self.run_ticket(&request, raw, &handle).await
+    }
+
+    /// `INSERT INTO curated.…` / `CREATE TABLE curated.… AS SELECT …` for callers whose roles
+    /// may write the target; the rows written. Admitted, time-limited and audited like queries.
+    async fn do_put_statement_update(
+        &self,
+        command: CommandStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let identity = request.extensions().get::<Identity>();
+        let sql = prepared::number_placeholders(&command.query);
+        let query_id = uuid::Uuid::new_v4().to_string();
+        let (_, mut batches) = self
+            .gate
+            .run(
+                identity,
+                &sql,
+                &query_id,
+                async |grants: &Grants| {
+                    let rows = self.executor.update(grants, &sql).await?;
+                    let batch = crate::update::result_batch(rows)?;
+                    Ok((batch.schema(), stream::iter([Ok(batch)]).boxed()))
+                },
+                |batches| batches,
+            )
+            .await?;
+        let mut rows = 0u64;
+        while let Some(batch) = batches.next().await {
+            let batch = batch?;
+            if let Some(c) = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::UInt64Array>()
+            {
+                rows += c.iter().flatten().sum::<u64>();
+            }
+        }
+        Ok(i64::try_from(rows).unwrap_or(i64::MAX))
     }
 
     async fn do_action_create_prepared_statement(

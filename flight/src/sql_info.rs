@@ -13,17 +13,17 @@ pub(crate) static SQL_INFO: LazyLock<Result<SqlInfoData, String>> = LazyLock::ne
     b.append(SqlInfo::FlightSqlServerName, "Sakura Analytics");
     b.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
     b.append(SqlInfo::FlightSqlServerArrowVersion, "59");
-    b.append(SqlInfo::FlightSqlServerReadOnly, true);
+    b.append(SqlInfo::FlightSqlServerReadOnly, false); // curated tables are writable
     b.append(SqlInfo::FlightSqlServerSql, true);
     b.append(SqlInfo::FlightSqlServerSubstrait, false);
     b.append(
         SqlInfo::FlightSqlServerTransaction,
         SqlSupportedTransaction::None as i32,
     );
-    b.append(SqlInfo::FlightSqlServerCancel, false);
+    b.append(SqlInfo::FlightSqlServerCancel, true);
     b.append(SqlInfo::SqlDdlCatalog, false);
     b.append(SqlInfo::SqlDdlSchema, false);
-    b.append(SqlInfo::SqlDdlTable, false);
+    b.append(SqlInfo::SqlDdlTable, true); // CREATE TABLE curated.… AS SELECT
     b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
     b.append(SqlInfo::SqlQuotedIdentifierCase, 3_i32); // case-sensitive
     b.append(SqlInfo::SqlIdentifierCase, 2_i32); // lowercase

@@ -45,6 +45,8 @@ pub enum TableKind {
     Events(Arc<EventSchema>),
     /// Messages that could not be stored, with the reason.
     DeadLetters,
+    /// A table of `curated`, written by SQL (`INSERT INTO`, `CREATE TABLE … AS`).
+    Curated,
 }
 
 /// A table of the catalog: its name, full schema and partitioning.
@@ -73,6 +75,16 @@ impl TableDef {
             schema: Arc::new(Schema::new(fields)),
             kind: TableKind::Events(schema),
             partition_columns: vec![COL_DATE.to_string()],
+        }
+    }
+
+    /// `curated.<name>` with `schema`, unpartitioned.
+    pub fn curated(name: impl Into<String>, schema: SchemaRef) -> Self {
+        Self {
+            table: TableRef::new("curated", name),
+            kind: TableKind::Curated,
+            schema,
+            partition_columns: Vec::new(),
         }
     }
 

@@ -2,9 +2,11 @@
 result, for the RBAC tests.
 
 Usage: rbac_client.py grpc://HOST:PORT TOKEN QUERIES_JSON
-QUERIES_JSON: {"name": "SQL" | ["SQL with ?", [params]]}. Prints one JSON object: name → the
-first column of the first row of the whole result ("v:<value>"), or "<gRPC status>: <message>";
-plus "_tables": the tables adbc_get_objects lists.
+QUERIES_JSON: {"name": "SQL" | ["SQL with ?", [params]] | {"update": "SQL"}}. Prints one JSON
+object: name → the first column of the first row of the whole result ("v:<value>"; for an
+update run with the driver's execute_update — a Flight SQL CommandStatementUpdate over DoPut —
+the rows it reports), or "<gRPC status>: <message>"; plus "_tables": the tables
+adbc_get_objects lists.
 """
 import json
 import re
@@ -36,6 +38,14 @@ def main(uri: str, token: str, queries_json: str) -> None:
         except Exception as e:
             out["_tables"] = status(e)
         for name, q in queries.items():
+            if isinstance(q, dict):
+                try:
+                    with conn.cursor() as cur:
+                        cur.adbc_statement.set_sql_query(q["update"])
+                        out[name] = f"v:{cur.adbc_statement.execute_update()}"
+                except Exception as e:
+                    out[name] = status(e)
+                continue
             sql, params = (q, None) if isinstance(q, str) else q
             try:
                 with conn.cursor() as cur:

@@ -26,6 +26,7 @@ fn roles_grant_tables_and_row_filters_hold_for_every_query_shape() {
     );
     let api_token = "sak_rbac-reader-token";
     let admin_token = "sak_rbac-admin-token";
+    let writer_token = "sak_rbac-writer-token";
     let (flight, http_port) = (free_port(), free_port());
     let config = sakura::write_secured_config(
         tmp.path(),
@@ -50,12 +51,20 @@ read = ["raw.telemetry", "raw.logs"]
 row_filters = {{ "raw.telemetry" = "service = {{claim.service}}" }}
 [roles.reader]
 read = ["raw.*"]
+[[auth.tokens]]
+name = "etl"
+hash = "{writer}"
+roles = ["writer"]
+[roles.writer]
+read = ["raw.*"]
+write = ["curated.*"]
 [limits]
 max_result_rows = 5000
 query_timeout_ms = 3000
 "#,
             reader = flight::token_hash(api_token),
             admin = flight::token_hash(admin_token),
+            writer = flight::token_hash(writer_token),
             jwks = tmp.path().join("jwks.json").display(),
         ),
     );
@@ -264,6 +273,89 @@ query_timeout_ms = 3000
         .expect("an Arrow IPC stream");
     let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(rows, 1000, "the row filter holds over Arrow IPC too");
+
+    // Writes: a role with `write = ["curated.*"]` creates and fills curated tables, through
+    // DoPut statement updates (ADBC execute_update) and as statements sent as queries; read
+    // roles, ingest-owned tables and row-filtered readers are refused.
+    let writes = serde_json::json!({
+        "ctas": {"update": "CREATE TABLE curated.per_service AS SELECT service, count(*) AS n FROM raw.telemetry GROUP BY service"},
+        "ctas_again": {"update": "CREATE TABLE curated.per_service AS SELECT 1 AS n"},
+        "ctas_if_not_exists": {"update": "CREATE TABLE IF NOT EXISTS curated.per_service AS SELECT 1 AS n"},
+        "insert_update": {"update": "INSERT INTO curated.per_service VALUES ('svc-x', 5)"},
+        "insert_as_query": "INSERT INTO curated.per_service SELECT 'svc-y', 7",
+        "read_back": "SELECT sum(n) FROM curated.per_service",
+        "into_raw": {"update": "INSERT INTO raw.telemetry SELECT * FROM raw.telemetry"},
+        "drop": {"update": "DROP TABLE curated.per_service"},
+    });
+    let out = python::run("rbac_client.py", &[&uri, writer_token, &writes.to_string()]);
+    assert_eq!(out["ctas"], "v:7", "{out}");
+    assert!(
+        out["ctas_again"]
+            .as_str()
+            .unwrap()
+            .starts_with("ALREADY_EXISTS"),
+        "{out}"
+    );
+    assert_eq!(out["ctas_if_not_exists"], "v:0", "{out}");
+    assert_eq!(out["insert_update"], "v:1", "{out}");
+    assert_eq!(out["insert_as_query"], "v:1", "{out}");
+    assert_eq!(out["read_back"], "v:7012", "{out}");
+    let got = out["into_raw"].as_str().unwrap();
+    assert!(
+        got.starts_with("PERMISSION_DENIED") && got.contains("not writable"),
+        "{got}"
+    );
+    assert!(
+        out["drop"]
+            .as_str()
+            .unwrap()
+            .starts_with("INVALID_ARGUMENT"),
+        "{out}"
+    );
+    let denied = serde_json::json!({
+        "reader_update": {"update": "INSERT INTO curated.per_service VALUES ('svc-z', 1)"},
+        "reader_as_query": "INSERT INTO curated.per_service VALUES ('svc-z', 1)",
+        "reader_ctas": {"update": "CREATE TABLE curated.mine AS SELECT 1 AS a"},
+        "reader_sees_no_curated": "SELECT count(*) FROM curated.per_service",
+    });
+    let out = python::run("rbac_client.py", &[&uri, api_token, &denied.to_string()]);
+    for case in ["reader_update", "reader_as_query", "reader_ctas"] {
+        let got = out[case].as_str().unwrap();
+        assert!(
+            got.starts_with("PERMISSION_DENIED") && got.contains("may not write"),
+            "{case}: {got}"
+        );
+    }
+    assert!(
+        out["reader_sees_no_curated"]
+            .as_str()
+            .unwrap()
+            .starts_with("NOT_FOUND"),
+        "{out}"
+    );
+    let r = curl::sql(
+        &url,
+        "INSERT INTO curated.per_service VALUES ('svc-h', 1)",
+        &["-H", &as_reader],
+    );
+    assert_eq!(
+        (r.status, r.error_code()),
+        (403, "PERMISSION_DENIED".to_string()),
+        "{}",
+        r.text()
+    );
+    let as_writer = format!("Authorization: Bearer {writer_token}");
+    let r = curl::sql(
+        &url,
+        "INSERT INTO curated.per_service VALUES ('svc-h', 1)",
+        &["-H", &as_writer],
+    );
+    assert_eq!(
+        (r.status, r.json()),
+        (200, json!([{"rows_affected": 1}])),
+        "{}",
+        r.text()
+    );
 
     // The audit log: one line per query with who, what, rows, bytes, duration and outcome.
     let log = serve.output();
