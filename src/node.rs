@@ -52,6 +52,7 @@ impl Node {
         // processes serve no queries and need no credentials.
         let auth = if with_flight {
             let auth = flight::Authenticator::new(&cfg.auth)?;
+            auth.start().await?;
             if !auth.required() {
                 warn!("authentication is off (auth.required = false): every caller is an admin");
             }

@@ -12,11 +12,11 @@ use aws_lc_rs::{digest, pbkdf2, rand::SecureRandom};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::jwks::Jwks;
 use crate::{Error, Result};
 
 /// Issuer and audience of the bearer tokens this server issues at the handshake.
@@ -103,8 +103,12 @@ impl std::fmt::Debug for TokenConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JwtConfig {
-    /// The provider's JSON Web Key Set, as a file.
+    /// The provider's JSON Web Key Set, as a file (read at start).
     pub jwks_file: PathBuf,
+    /// … or as a URL (https; http only to loopback): fetched at start, then every
+    /// `jwks_refresh_s` and soon after a token names an unknown key.
+    pub jwks_url: String,
+    pub jwks_refresh_s: u64,
     /// Required `iss`.
     pub issuer: String,
     /// Required `aud` (one of the token's audiences).
@@ -121,6 +125,8 @@ impl Default for JwtConfig {
     fn default() -> Self {
         Self {
             jwks_file: PathBuf::new(),
+            jwks_url: String::new(),
+            jwks_refresh_s: 300,
             issuer: String::new(),
             audience: String::new(),
             leeway_s: 60,
@@ -165,7 +171,7 @@ struct SessionClaims {
 }
 
 struct JwtVerifier {
-    keys: JwkSet,
+    keys: Arc<Jwks>,
     cfg: JwtConfig,
 }
 
@@ -314,18 +320,7 @@ impl Authenticator {
             .jwt
             .as_ref()
             .map(|j| {
-                let text = std::fs::read_to_string(&j.jwks_file).map_err(|e| {
-                    config_err(
-                        "auth.jwt.jwks_file",
-                        format!("{}: {e}", j.jwks_file.display()),
-                    )
-                })?;
-                let keys: JwkSet = serde_json::from_str(&text).map_err(|e| {
-                    config_err(
-                        "auth.jwt.jwks_file",
-                        format!("{} is not a JWK set: {e}", j.jwks_file.display()),
-                    )
-                })?;
+                let keys = Arc::new(Jwks::new(j)?);
                 if j.issuer.is_empty() || j.audience.is_empty() {
                     return Err(config_err("auth.jwt", "issuer and audience are required"));
                 }
@@ -354,6 +349,15 @@ impl Authenticator {
             token_ttl_s: cfg.token_ttl_s,
             jwt,
         }))
+    }
+
+    /// Starts what runs in the background: fetching a JWKS URL (an error when the first fetch
+    /// fails) and keeping it fresh.
+    pub async fn start(&self) -> Result<()> {
+        match &self.jwt {
+            Some(jwt) => jwt.keys.start().await,
+            None => Ok(()),
+        }
     }
 
     /// Whether calls must authenticate.
@@ -483,12 +487,16 @@ impl Authenticator {
             .jwt
             .as_ref()
             .ok_or_else(|| unauthenticated("JWT bearer tokens are not configured (auth.jwt)"))?;
+        let keys = jwt.keys.current();
         let jwk = match &header.kid {
-            Some(kid) => jwt.keys.find(kid),
-            None if jwt.keys.keys.len() == 1 => jwt.keys.keys.first(),
+            Some(kid) => keys.find(kid),
+            None if keys.keys.len() == 1 => keys.keys.first(),
             None => None,
         }
-        .ok_or_else(|| unauthenticated("token signed by a key not in the JWKS (kid)"))?;
+        .ok_or_else(|| {
+            jwt.keys.unknown_key();
+            unauthenticated("token signed by a key not in the JWKS (kid)")
+        })?;
         let key = DecodingKey::from_jwk(jwk)
             .map_err(|e| unauthenticated(format!("unusable JWKS key: {e}")))?;
         let mut v = Validation::new(header.alg);

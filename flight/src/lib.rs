@@ -11,6 +11,7 @@ mod cancel;
 mod error;
 mod executor;
 mod http;
+mod jwks;
 mod limits;
 mod prepared;
 mod query;

@@ -1,8 +1,9 @@
 """Makes an identity provider's key pair and tokens for the authentication tests.
 
 Usage: jwt_tokens.py DIR ISSUER AUDIENCE
-Writes DIR/jwks.json (the public key, ES256, kid "test-key") and prints one JSON object of
-tokens: a valid one and one of each kind that must be refused.
+Writes DIR/jwks.json (the public key, ES256, kid "test-key") and DIR/jwks-rotated.json (that key
+and a new one, kid "next-key", as after a key rotation), and prints one JSON object of tokens: a
+valid one, one of each kind that must be refused, and "rotated" (valid, signed by the new key).
 """
 import base64
 import json
@@ -28,14 +29,21 @@ def es256(key, header: dict, claims: dict) -> str:
 def main(out_dir: str, issuer: str, audience: str) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     other = ec.generate_private_key(ec.SECP256R1())
-    numbers = key.public_key().public_numbers()
-    jwk = {
-        "kty": "EC", "crv": "P-256", "kid": "test-key", "use": "sig", "alg": "ES256",
-        "x": b64url(numbers.x.to_bytes(32, "big")),
-        "y": b64url(numbers.y.to_bytes(32, "big")),
-    }
+    rotated = ec.generate_private_key(ec.SECP256R1())
+
+    def public_jwk(k, kid):
+        numbers = k.public_key().public_numbers()
+        return {
+            "kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "alg": "ES256",
+            "x": b64url(numbers.x.to_bytes(32, "big")),
+            "y": b64url(numbers.y.to_bytes(32, "big")),
+        }
+
+    jwk = public_jwk(key, "test-key")
     with open(f"{out_dir}/jwks.json", "w") as f:
         json.dump({"keys": [jwk]}, f)
+    with open(f"{out_dir}/jwks-rotated.json", "w") as f:
+        json.dump({"keys": [jwk, public_jwk(rotated, "next-key")]}, f)
 
     now = int(time.time())
     header = {"alg": "ES256", "typ": "JWT", "kid": "test-key"}
@@ -43,6 +51,7 @@ def main(out_dir: str, issuer: str, audience: str) -> None:
             "project_id": "p-1", "service": "svc-3", "iat": now, "exp": now + 600}
     tokens = {
         "valid": es256(key, header, good),
+        "rotated": es256(rotated, {**header, "kid": "next-key"}, good),
         "expired": es256(key, header, {**good, "exp": now - 3600}),
         "wrong_issuer": es256(key, header, {**good, "iss": "https://evil.example.com/"}),
         "wrong_audience": es256(key, header, {**good, "aud": "someone-else"}),

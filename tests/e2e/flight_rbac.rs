@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::kafka::produce_telemetry;
-use crate::procs::{free_port, wait_for};
+use std::process::Command;
+
+use crate::procs::{Proc, free_port, tool, wait_for, wait_port};
 use crate::services::Tansu;
 use crate::{curl, python, sakura};
 
@@ -27,7 +29,7 @@ fn roles_grant_tables_and_row_filters_hold_for_every_query_shape() {
     let api_token = "sak_rbac-reader-token";
     let admin_token = "sak_rbac-admin-token";
     let writer_token = "sak_rbac-writer-token";
-    let (flight, http_port) = (free_port(), free_port());
+    let (flight, http_port, idp_port) = (free_port(), free_port(), free_port());
     let config = sakura::write_secured_config(
         tmp.path(),
         &tansu.brokers(),
@@ -43,7 +45,7 @@ name = "operator"
 hash = "{admin}"
 roles = ["admin"]
 [auth.jwt]
-jwks_file = "{jwks}"
+jwks_url = "http://127.0.0.1:{idp_port}/jwks.json"
 issuer = "{issuer}"
 audience = "sakura-api"
 [roles.analyst]
@@ -65,9 +67,22 @@ query_timeout_ms = 3000
             reader = flight::token_hash(api_token),
             admin = flight::token_hash(admin_token),
             writer = flight::token_hash(writer_token),
-            jwks = tmp.path().join("jwks.json").display(),
         ),
     );
+    // The identity provider publishes its JWKS over HTTP (loopback, so plain http is allowed).
+    let idp_dir = tmp.path().join("idp");
+    std::fs::create_dir_all(&idp_dir).unwrap();
+    std::fs::copy(tmp.path().join("jwks.json"), idp_dir.join("jwks.json")).unwrap();
+    let _idp = Proc::spawn(
+        "idp",
+        Command::new(tool("venv/bin/python"))
+            .args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(idp_port.to_string())
+            .arg("--directory")
+            .arg(&idp_dir),
+        tmp.path(),
+    );
+    wait_port("the JWKS server", idp_port, Duration::from_secs(30));
     let serve = sakura::serve("serve-rbac", &config, http_port, tmp.path());
     let uri = format!("grpc://127.0.0.1:{flight}");
     wait_for("7,000 rows", Duration::from_secs(60), || {
@@ -355,6 +370,30 @@ query_timeout_ms = 3000
         (200, json!([{"rows_affected": 1}])),
         "{}",
         r.text()
+    );
+
+    // Key rotation: the provider adds a key; a token signed with it is refused until the server
+    // re-fetches the JWKS, which the unknown key itself triggers (no restart).
+    std::fs::copy(
+        tmp.path().join("jwks-rotated.json"),
+        idp_dir.join("jwks.json"),
+    )
+    .unwrap();
+    let rotated = format!(
+        "Authorization: Bearer {}",
+        tokens["rotated"].as_str().unwrap()
+    );
+    wait_for("the rotated key", Duration::from_secs(30), || {
+        let r = curl::sql(
+            &url,
+            "SELECT count(*) AS n FROM raw.telemetry",
+            &["-H", &rotated],
+        );
+        (r.status == 200).then(|| assert_eq!(count(&r), json!(1000)))
+    });
+    assert!(
+        serve.output().contains("JWKS refreshed"),
+        "no refresh logged"
     );
 
     // The audit log: one line per query with who, what, rows, bytes, duration and outcome.
