@@ -1,4 +1,5 @@
 //! `sakura-bench ingest`: the ingest benchmark of issue 3, our side and the peers in one run.
+//! (`sakura-bench serve`, the serving benchmark of issue 4, is described in `serve.rs`.)
 //!
 //! 1. Generates an NDJSON telemetry payload (default 5,000,000 events, ~140 bytes each).
 //! 2. **Pipeline stage**: the ingest writer (decode → Arrow → Parquet → Delta commit with
@@ -17,6 +18,7 @@ mod kafka;
 mod payload;
 mod pipeline;
 mod procs;
+mod serve;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,6 +41,9 @@ struct Cli {
 enum Command {
     /// The ingest benchmark: pipeline stage vs DuckDB, end to end vs the consume-only ceiling.
     Ingest(IngestArgs),
+    /// The serving benchmark: a dashboard query suite over Flight SQL vs DuckDB, and a large
+    /// result streamed to pyarrow.flight vs a local Parquet read.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -292,6 +297,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let outcome = match &cli.command {
         Command::Ingest(args) => ingest(args),
+        Command::Serve(args) => serve::run(args),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

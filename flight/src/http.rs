@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -91,7 +92,14 @@ pub async fn serve_http(
 ) -> Result<()> {
     let app = router(state);
     match tls {
-        None => axum::serve(listener, app)
+        None => axum::serve(
+            listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY not set");
+                }
+            }),
+            app,
+        )
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(Error::Http),
@@ -123,7 +131,12 @@ impl TlsListener {
         let task = tokio::spawn(async move {
             loop {
                 let (tcp, peer) = match listener.accept().await {
-                    Ok(c) => c,
+                    Ok(c) => {
+                        if let Err(e) = c.0.set_nodelay(true) {
+                            tracing::debug!(error = %e, "TCP_NODELAY not set");
+                        }
+                        c
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "http: accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -1,0 +1,190 @@
+"""The client side of `sakura-bench serve`: the dashboard suite through the unmodified ADBC
+Flight SQL driver and through DuckDB in-process over the same Parquet files, then a large result
+streamed to pyarrow.flight against pyarrow reading the same Parquet files locally.
+
+Usage: serve_client.py grpc://HOST:PORT DATA_DIR RUNS THREADS OUT_JSON DAY_START_US [QUERY...]
+Progress goes to stdout; the measurements to OUT_JSON. Each query runs once to warm up, then
+RUNS times on each side; the medians are reported. The SQL is the same text on both sides; only
+timestamp literals are spelled in each dialect (TIMESTAMP '…Z' / TIMESTAMPTZ '…+00').
+"""
+import datetime as dt
+import glob
+import json
+import statistics
+import sys
+import time
+
+import adbc_driver_flightsql.dbapi as flightsql
+import duckdb
+import pyarrow.flight as flight
+import pyarrow.parquet as pq
+
+
+def suite(day_start_us: int):
+    day = dt.datetime.fromtimestamp(day_start_us / 1e6, dt.timezone.utc)
+    end = day + dt.timedelta(days=1)
+
+    def at(t):
+        return "{ts:" + t.strftime("%Y-%m-%d %H:%M:%S") + "}"
+
+    start, end_, h1, h6, m5 = (at(day), at(end), at(end - dt.timedelta(hours=1)),
+                               at(end - dt.timedelta(hours=6)), at(end - dt.timedelta(minutes=5)))
+    return [
+        ("last_5m_per_host",
+         f"SELECT host, avg(value) AS avg_v, max(value) AS max_v, count(*) AS n FROM raw.telemetry "
+         f"WHERE metric = 'cpu_pct' AND ts >= {m5} AND ts < {end_} GROUP BY host ORDER BY host"),
+        ("grafana_minute_buckets_1h",
+         f"SELECT date_trunc('minute', ts) AS time, service, avg(value) AS cpu FROM raw.telemetry "
+         f"WHERE metric = 'cpu_pct' AND ts >= {h1} AND ts < {end_} GROUP BY 1, 2 ORDER BY 1, 2"),
+        ("p95_p50_per_service_hourly_day",
+         f"SELECT date_trunc('hour', ts) AS hour, service, quantile_cont(value, 0.95) AS p95, "
+         f"quantile_cont(value, 0.5) AS p50 FROM raw.telemetry "
+         f"WHERE metric = 'latency_ms' AND ts >= {start} AND ts < {end_} GROUP BY 1, 2 ORDER BY 1, 2"),
+        ("metric_stats_by_region",
+         "SELECT region, metric, count(*) AS n, avg(value) AS avg_v, min(value) AS min_v, "
+         "max(value) AS max_v, stddev(value) AS sd FROM raw.telemetry GROUP BY 1, 2 ORDER BY 1, 2"),
+        ("top10_hosts_peak_cpu_day",
+         "SELECT host, max(value) AS peak FROM raw.telemetry WHERE metric = 'cpu_pct' "
+         "GROUP BY host ORDER BY peak DESC, host LIMIT 10"),
+        ("top3_hosts_per_service_mem",
+         "SELECT service, host, avg_v FROM (SELECT service, host, avg(value) AS avg_v, "
+         "row_number() OVER (PARTITION BY service ORDER BY avg(value) DESC) AS rn "
+         "FROM raw.telemetry WHERE metric = 'mem_pct' GROUP BY service, host) t "
+         "WHERE rn <= 3 ORDER BY service, avg_v DESC"),
+        ("distinct_hosts_per_service",
+         "SELECT service, count(DISTINCT host) AS hosts FROM raw.telemetry GROUP BY 1 ORDER BY 1"),
+        ("last_seen_per_host",
+         "SELECT host, max(ts) AS last_seen FROM raw.telemetry GROUP BY host ORDER BY host"),
+        ("host_drilldown_1h",
+         f"SELECT ts, metric, value FROM raw.telemetry WHERE host = 'web-000' AND ts >= {h1} "
+         f"ORDER BY ts DESC LIMIT 500"),
+        ("count_rows",
+         "SELECT count(*) AS n FROM raw.telemetry"),
+        ("top_hosts_by_error_rate",
+         "SELECT host, count(*) AS lines, avg(CASE WHEN level = 'ERROR' THEN 1.0 ELSE 0.0 END) "
+         "AS error_rate FROM raw.logs GROUP BY host ORDER BY error_rate DESC, host LIMIT 10"),
+        ("log_search_timeout_6h",
+         f"SELECT service, count(*) AS n FROM raw.logs WHERE message LIKE '%timeout%' "
+         f"AND ts >= {h6} GROUP BY 1 ORDER BY 1"),
+        ("errors_in_deploy_minutes_join",
+         "SELECT e.module_id, count(*) AS errors FROM raw.events e JOIN raw.logs l "
+         "ON l.service = e.module_id AND date_trunc('minute', l.ts) = date_trunc('minute', e.ts) "
+         "WHERE e.event_type = 'module.deployed' AND l.level = 'ERROR' GROUP BY 1 ORDER BY 1"),
+        ("error_logs_of_hot_hosts_join",
+         "SELECT l.host, count(*) AS errors FROM raw.logs l JOIN (SELECT host FROM raw.telemetry "
+         "WHERE metric = 'cpu_pct' GROUP BY host HAVING max(value) > 999) h ON l.host = h.host "
+         "WHERE l.level = 'ERROR' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10"),
+        ("events_per_type_hour",
+         "SELECT date_trunc('hour', ts) AS hour, event_type, count(*) AS n FROM raw.events "
+         "GROUP BY 1, 2 ORDER BY 1, 2"),
+    ]
+
+
+def render(sql: str, dialect: str) -> str:
+    out, rest = "", sql
+    while "{ts:" in rest:
+        pre, _, tail = rest.partition("{ts:")
+        value, _, rest = tail.partition("}")
+        lit = f"TIMESTAMP '{value.replace(' ', 'T')}Z'" if dialect == "df" \
+            else f"TIMESTAMPTZ '{value}+00'"
+        out += pre + lit
+    return out + rest
+
+
+def timed(fn, runs):
+    fn()  # warm-up
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        rows = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), rows
+
+
+PREFIX = "type.googleapis.com/arrow.flight.protocol.sql."
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return bytes(out)
+
+
+def field_bytes(number, value):
+    return varint((number << 3) | 2) + varint(len(value)) + value
+
+
+def statement(sql):
+    body = field_bytes(1, sql.encode())
+    return field_bytes(1, (PREFIX + "CommandStatementQuery").encode()) + field_bytes(2, body)
+
+
+def main(uri, data, runs, threads, out_json, day_start_us, *only):
+    runs, threads = int(runs), int(threads)
+    con = duckdb.connect()
+    con.execute(f"SET threads = {threads}")
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("CREATE SCHEMA raw")
+    for t in ("telemetry", "logs", "events"):
+        con.execute(f"CREATE VIEW raw.{t} AS SELECT * FROM read_parquet("
+                    f"'{data}/raw/{t}/**/*.parquet', hive_partitioning = true)")
+    results = []
+    with flightsql.connect(uri) as conn:
+        for name, sql in suite(int(day_start_us)):
+            if only and name not in only:
+                continue
+
+            def ours():
+                with conn.cursor() as cur:
+                    cur.execute(render(sql, "df"))
+                    return cur.fetch_arrow_table().num_rows
+
+            def theirs():
+                return con.execute(render(sql, "duckdb")).to_arrow_table().num_rows
+
+            s, rows = timed(ours, runs)
+            d, drows = timed(theirs, runs)
+            results.append({"name": name, "sakura_s": s, "duckdb_s": d, "rows": rows,
+                            "same_rows": rows == drows})
+            print(f"  {name}: sakura {s:.3f} s, duckdb {d:.3f} s, {s / d:.2f}x, rows {rows}"
+                  + ("" if rows == drows else f" (DuckDB: {drows})"), flush=True)
+
+    stream = None
+    if not only or "stream" in only:
+        client = flight.FlightClient(uri)
+        cmd = statement("SELECT * FROM raw.telemetry")
+        fetched = {}
+
+        def over_flight():
+            info = client.get_flight_info(flight.FlightDescriptor.for_command(cmd))
+            table = client.do_get(info.endpoints[0].ticket).read_all()
+            fetched["t"] = table
+            return table.num_rows
+
+        files = glob.glob(f"{data}/raw/telemetry/**/*.parquet", recursive=True)
+
+        def local():
+            table = pq.read_table(files, use_threads=True)
+            fetched["l"] = table
+            return table.num_rows
+
+        import pyarrow as pa
+        pa.set_cpu_count(threads)
+        pa.set_io_thread_count(threads)
+        f_s, rows = timed(over_flight, runs)
+        l_s, lrows = timed(local, runs)
+        stream = {"rows": rows, "bytes": fetched["t"].nbytes, "local_bytes": fetched["l"].nbytes,
+                  "flight_s": f_s, "local_s": l_s, "local_rows": lrows}
+        print(f"  stream: flight {f_s:.2f} s ({fetched['t'].nbytes / f_s / 1e9:.2f} GB/s), "
+              f"local parquet {l_s:.2f} s ({fetched['l'].nbytes / l_s / 1e9:.2f} GB/s), "
+              f"rows {rows}/{lrows}", flush=True)
+    with open(out_json, "w") as f:
+        json.dump({"queries": results, "stream": stream}, f)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
