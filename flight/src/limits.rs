@@ -26,7 +26,10 @@ pub struct LimitsConfig {
     /// Most bytes (Arrow size) a result may have; 0: no limit (`RESOURCE_EXHAUSTED`).
     pub max_result_bytes: u64,
     /// Memory one query may hold, MiB; sorts and aggregations spill to disk beyond it, other
-    /// operators fail the query (`RESOURCE_EXHAUSTED`); 0: no limit.
+    /// operators fail the query (`RESOURCE_EXHAUSTED`); 0 (the default): no limit. Off by
+    /// default because DataFusion 55 over-counts some accumulators (`count(DISTINCT (a, b))`
+    /// charges a whole batch per distinct tuple), which a limit turns into refusals of
+    /// queries that fit in memory.
     pub max_query_memory_mb: u64,
 }
 
@@ -37,7 +40,7 @@ impl Default for LimitsConfig {
             query_timeout_ms: 600_000,
             max_result_rows: 0,
             max_result_bytes: 0,
-            max_query_memory_mb: 2048,
+            max_query_memory_mb: 0,
         }
     }
 }
