@@ -330,9 +330,7 @@ fn print_table(out: &ClientOutput, args: &ServeArgs) {
         "Dashboard suite over {} telemetry rows, medians of {} runs, {} threads each side",
         args.rows, args.runs, args.threads
     );
-    println!(
-        "| query | rows | sakura (Flight SQL, ADBC) s | DuckDB (in-process) s | ratio |"
-    );
+    println!("| query | rows | sakura (Flight SQL, ADBC) s | DuckDB (in-process) s | ratio |");
     println!("|---|---|---|---|---|");
     let mut log_sum = 0.0;
     for q in &out.queries {

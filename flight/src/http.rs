@@ -100,9 +100,9 @@ pub async fn serve_http(
             }),
             app,
         )
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(Error::Http),
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(Error::Http),
         Some(cfg) => axum::serve(TlsListener::new(listener, cfg), app)
             .with_graceful_shutdown(shutdown)
             .await
