@@ -177,8 +177,7 @@ fn start_server(dir: &Path, threads: usize) -> Result<(tokio::runtime::Runtime, 
             },
         )
         .await
-        .map_err(|e| Error::Failed(format!("engine: {e}")))?
-        .with_query_memory_limit(4 << 30);
+        .map_err(|e| Error::Failed(format!("engine: {e}")))?;
         let auth = flight::Authenticator::new(&flight::AuthConfig {
             required: false,
             ..flight::AuthConfig::default()
