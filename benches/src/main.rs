@@ -112,27 +112,37 @@ impl Runs {
     }
 }
 
+/// `dir`, emptied (created when missing).
+pub(crate) fn fresh_dir(dir: &std::path::Path) -> Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)
+            .map_err(|e| Error::io(format!("failed to empty {}", dir.display()), e))?;
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("failed to create {}", dir.display()), e))
+}
+
+/// The directory of the test services and clients (`bin/tansu`, `venv/`), absolute.
+pub(crate) fn tools_dir(tools: &std::path::Path) -> Result<PathBuf> {
+    std::fs::canonicalize(tools).map_err(|e| {
+        Error::io(
+            format!(
+                "{} not found: run scripts/install-test-deps.sh first",
+                tools.display()
+            ),
+            e,
+        )
+    })
+}
+
 fn ingest(args: &IngestArgs) -> Result<()> {
     if args.runs == 0 || args.events == 0 || args.partitions < 1 {
         return Err(Error::Usage(
             "--runs, --events and --partitions must be at least 1".into(),
         ));
     }
-    if args.dir.exists() {
-        std::fs::remove_dir_all(&args.dir)
-            .map_err(|e| Error::io(format!("failed to empty {}", args.dir.display()), e))?;
-    }
-    std::fs::create_dir_all(&args.dir)
-        .map_err(|e| Error::io(format!("failed to create {}", args.dir.display()), e))?;
-    let tools = std::fs::canonicalize(&args.tools).map_err(|e| {
-        Error::io(
-            format!(
-                "{} not found: run scripts/install-test-deps.sh first",
-                args.tools.display()
-            ),
-            e,
-        )
-    })?;
+    fresh_dir(&args.dir)?;
+    let tools = tools_dir(&args.tools)?;
 
     let payload = payload::generate(args.events, &args.dir)?;
     let mb = payload.bytes as f64 / 1e6;

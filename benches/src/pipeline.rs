@@ -13,32 +13,49 @@ use crate::IngestArgs;
 use crate::error::{Error, Result};
 use crate::payload::Payload;
 
+/// One flush window of `topic`: message `first + k` of the stream goes to partition
+/// `(first + k) % partitions` at offset `(first + k) / partitions` — round-robin with
+/// consecutive offsets per partition, as a producer without keys spreads them.
+pub(crate) fn window(
+    topic: &Arc<str>,
+    partitions: usize,
+    first: usize,
+    values: impl IntoIterator<Item = Vec<u8>>,
+) -> TopicMessages {
+    let mut window: TopicMessages = BTreeMap::new();
+    for (k, value) in values.into_iter().enumerate() {
+        let i = first + k;
+        let partition = (i % partitions) as i32;
+        window
+            .entry((topic.clone(), partition))
+            .or_default()
+            .push(RawMessage {
+                topic: topic.clone(),
+                partition,
+                offset: (i / partitions) as i64,
+                key: None,
+                value: Some(value),
+            });
+    }
+    window
+}
+
 /// The flush windows the consumer loop would hand the writer: `flush_rows` messages each,
 /// spread round-robin over the partitions with consecutive offsets per partition.
 fn windows(payload: &Payload, args: &IngestArgs) -> Vec<Arc<TopicMessages>> {
     let topic: Arc<str> = Arc::from("telemetry");
-    let parts = args.partitions as usize;
+    let rows = args.flush_rows.max(1);
     payload
         .messages
-        .chunks(args.flush_rows.max(1))
+        .chunks(rows)
         .enumerate()
         .map(|(w, chunk)| {
-            let mut window: TopicMessages = BTreeMap::new();
-            for (j, m) in chunk.iter().enumerate() {
-                let i = w * args.flush_rows + j;
-                let partition = (i % parts) as i32;
-                window
-                    .entry((topic.clone(), partition))
-                    .or_default()
-                    .push(RawMessage {
-                        topic: topic.clone(),
-                        partition,
-                        offset: (i / parts) as i64,
-                        key: None,
-                        value: Some(m.clone()),
-                    });
-            }
-            Arc::new(window)
+            Arc::new(window(
+                &topic,
+                args.partitions as usize,
+                w * rows,
+                chunk.iter().cloned(),
+            ))
         })
         .collect()
 }

@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ingest::{IngestConfig, IngestStats, RawMessage, TopicMessages, Writer};
+use ingest::{IngestConfig, IngestStats, Writer};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use schemas::Storage;
@@ -127,21 +127,10 @@ fn write_tables(dir: &Path, tables: &[(&str, usize)], threads: usize) -> Result<
             let mut rng = SmallRng::seed_from_u64(7);
             let mut i = 0;
             while i < *n {
-                let mut window: TopicMessages = BTreeMap::new();
-                for j in i..(i + flush_rows).min(*n) {
-                    let partition = (j % 8) as i32;
-                    window
-                        .entry((topic.clone(), partition))
-                        .or_default()
-                        .push(RawMessage {
-                            topic: topic.clone(),
-                            partition,
-                            offset: (j / 8) as i64,
-                            key: None,
-                            value: Some(message(table, j, *n, start, &mut rng)),
-                        });
-                }
-                i = (i + flush_rows).min(*n);
+                let end = (i + flush_rows).min(*n);
+                let values = (i..end).map(|j| message(table, j, *n, start, &mut rng));
+                let window = crate::pipeline::window(&topic, 8, i, values);
+                i = end;
                 writer.write(&topic, Arc::new(window)).await?;
                 eprint!("\r  raw.{table}: {i}/{n} rows");
             }
@@ -247,15 +236,7 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
             "--runs, --rows and --threads must be at least 1".into(),
         ));
     }
-    let tools = std::fs::canonicalize(&args.tools).map_err(|e| {
-        Error::io(
-            format!(
-                "{} not found: run scripts/install-test-deps.sh first",
-                args.tools.display()
-            ),
-            e,
-        )
-    })?;
+    let tools = crate::tools_dir(&args.tools)?;
     let data = args.dir.join("data");
     let marker = data.join(format!("complete-{}", args.rows));
     let tables = [
@@ -266,12 +247,7 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
     if args.reuse && marker.exists() {
         println!("reusing the tables in {}", data.display());
     } else {
-        if data.exists() {
-            std::fs::remove_dir_all(&data)
-                .map_err(|e| Error::io(format!("failed to empty {}", data.display()), e))?;
-        }
-        std::fs::create_dir_all(&data)
-            .map_err(|e| Error::io(format!("failed to create {}", data.display()), e))?;
+        crate::fresh_dir(&data)?;
         println!(
             "writing raw.telemetry ({}), raw.logs ({}), raw.events ({}) into {}",
             tables[0].1,

@@ -339,14 +339,7 @@ impl FlightSqlService for SakuraFlightSql {
             .await?;
         let mut rows = 0u64;
         while let Some(batch) = batches.next().await {
-            let batch = batch?;
-            if let Some(c) = batch
-                .column(0)
-                .as_any()
-                .downcast_ref::<arrow::array::UInt64Array>()
-            {
-                rows += c.iter().flatten().sum::<u64>();
-            }
+            rows += crate::update::rows_affected(&batch?);
         }
         Ok(i64::try_from(rows).unwrap_or(i64::MAX))
     }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, RecordBatch, UInt64Array};
+use arrow::array::{RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::execution::context::SQLOptions;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
@@ -30,6 +30,16 @@ pub(crate) fn result_batch(rows: u64) -> Result<RecordBatch> {
         result_schema(),
         vec![Arc::new(UInt64Array::from(vec![rows]))],
     )?)
+}
+
+/// The rows a write's result batch counts (the `UInt64` first column of DataFusion's DML
+/// result, or of [`result_batch`]).
+pub(crate) fn rows_affected(batch: &RecordBatch) -> u64 {
+    batch
+        .columns()
+        .first()
+        .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+        .map_or(0, |c| c.iter().flatten().sum())
 }
 
 /// What a statement update writes.
@@ -70,6 +80,11 @@ fn two_part(name: &ObjectName) -> Result<(String, String)> {
 
 /// The one statement of `sql` when it is an update; `None` for anything else (a query).
 fn parse(sql: &str) -> Result<Option<(Update, String)>> {
+    // Every query passes here: skip the parse unless the text could be a write.
+    let lower = sql.to_ascii_lowercase();
+    if !lower.contains("insert") && !lower.contains("create") {
+        return Ok(None);
+    }
     let Ok(mut statements) = DFParser::parse_sql(sql) else {
         // Not ours to judge: the query planner reports syntax errors.
         return Ok(None);
@@ -164,13 +179,7 @@ async fn insert(engine: &Engine, grants: &Grants, table: &str, insert: &str) -> 
         .collect()
         .await?;
     engine.invalidate_curated(table).await;
-    let mut rows = 0;
-    for b in &batches {
-        if let Some(counts) = b.column(0).as_any().downcast_ref::<UInt64Array>() {
-            rows += counts.iter().flatten().sum::<u64>();
-        }
-    }
-    Ok(rows)
+    Ok(batches.iter().map(rows_affected).sum())
 }
 
 /// Runs a statement update for `grants`: the rows written. `Ok(None)` when `sql` is a query.

@@ -67,11 +67,16 @@ pub(crate) fn curl(args: &[&str]) -> Result<Reply, (i32, String)> {
 }
 
 /// `POST <url>/api/v1/sql` with `sql` as the body and the extra curl `args` (credentials,
-/// `Accept`, TLS files).
-pub(crate) fn sql(url: &str, sql: &str, args: &[&str]) -> Reply {
+/// `Accept`, TLS files); `Err` when curl itself fails.
+pub(crate) fn try_sql(url: &str, sql: &str, args: &[&str]) -> Result<Reply, (i32, String)> {
     let mut all = vec!["-X", "POST", "--data-binary", sql];
     all.extend_from_slice(args);
     let endpoint = format!("{url}/api/v1/sql");
     all.push(&endpoint);
-    curl(&all).unwrap_or_else(|(code, e)| panic!("curl {sql:?} failed ({code}): {e}"))
+    curl(&all)
+}
+
+/// [`try_sql`], failing the test when curl fails.
+pub(crate) fn sql(url: &str, sql: &str, args: &[&str]) -> Reply {
+    try_sql(url, sql, args).unwrap_or_else(|(code, e)| panic!("curl {sql:?} failed ({code}): {e}"))
 }

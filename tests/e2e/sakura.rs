@@ -254,15 +254,6 @@ pub(crate) fn s3_storage(endpoint: &str) -> String {
 pub(crate) fn curl_count(http_port: u16, token: &str, sql: &str) -> Option<i64> {
     let url = format!("http://127.0.0.1:{http_port}");
     let auth = format!("Authorization: Bearer {token}");
-    let r = crate::curl::curl(&[
-        "-X",
-        "POST",
-        "--data-binary",
-        sql,
-        "-H",
-        &auth,
-        &format!("{url}/api/v1/sql"),
-    ])
-    .ok()?;
+    let r = crate::curl::try_sql(&url, sql, &["-H", &auth]).ok()?;
     (r.status == 200).then(|| r.json()[0]["n"].as_i64())?
 }
