@@ -155,10 +155,10 @@ fn print_connect(f: std::net::SocketAddr, http: std::net::SocketAddr) {
   Python ADBC:    adbc_driver_flightsql.dbapi.connect(\"grpc://{f}\")
   pyarrow:        pyarrow.flight.FlightClient(\"grpc://{f}\")  (statements: see README)
   Grafana:        Flight SQL data source, host {f}, TLS off, no auth
-  Metrics:        http://{}/metrics   health: /healthz, /readyz
+  HTTP SQL:       curl -X POST http://{http}/api/v1/sql --data-binary \"SELECT count(*) FROM raw.telemetry\"
+  Metrics:        http://{http}/metrics   health: /healthz, /readyz
   Tables (Delta): catalog sakura, schema raw: telemetry, logs, events, dead_letters
-",
-        http
+"
     );
 }
 
