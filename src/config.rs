@@ -29,6 +29,13 @@ pub(crate) struct Config {
     pub(crate) limits: flight::LimitsConfig,
     /// `[roles.<name>]`: table grants and row filters.
     pub(crate) roles: std::collections::BTreeMap<String, flight::RoleConfig>,
+    /// `[scheduler]`: whether `sakura serve` runs the jobs, and where more are defined.
+    pub(crate) scheduler: jobs::SchedulerConfig,
+    /// `[[jobs]]`: scheduled jobs (more in the files `scheduler.include` names).
+    pub(crate) jobs: Vec<jobs::JobDef>,
+    /// The directory `scheduler.include` is relative to (the config file's).
+    #[serde(skip)]
+    pub(crate) base_dir: std::path::PathBuf,
 }
 
 /// `[storage]`: where the tables live.
@@ -146,7 +153,22 @@ impl Config {
             }
             fig = fig.merge(Toml::file(path));
         }
-        Self::from_figment(fig.merge(Env::prefixed("SAKURA__").split("__")))
+        let mut cfg = Self::from_figment(fig.merge(Env::prefixed("SAKURA__").split("__")))?;
+        if let Some(dir) = path.and_then(Path::parent) {
+            cfg.base_dir = dir.to_path_buf();
+        }
+        cfg.jobs()?;
+        Ok(cfg)
+    }
+
+    /// Every job: `[[jobs]]` plus those of the included files, validated.
+    pub(crate) fn jobs(&self) -> Result<Vec<jobs::Job>> {
+        let mut defs = self.jobs.clone();
+        defs.extend(jobs::load_included(
+            &self.base_dir,
+            &self.scheduler.include,
+        )?);
+        Ok(jobs::compile_all(&defs)?)
     }
 
     fn from_figment(fig: Figment) -> Result<Self> {
@@ -167,6 +189,8 @@ impl Config {
         self.kafka.validate()?;
         self.ingest.validate()?;
         self.engine.validate()?;
+        self.scheduler.lease_grace()?;
+        self.scheduler.misfire_grace()?;
         for (key, addr) in [
             ("flight.listen", &self.flight.listen),
             ("http.listen", &self.http.listen),
@@ -248,6 +272,32 @@ mod tests {
         assert_eq!(cfg.ingest.topics, d.ingest.topics);
         assert_eq!(cfg.kafka.session_timeout_ms, d.kafka.session_timeout_ms);
         assert_eq!(cfg.engine.refresh_interval_ms, d.engine.refresh_interval_ms);
+    }
+
+    #[test]
+    fn shipped_jobs_load_and_pass_their_kinds_checks() {
+        let mut cfg = load_toml("[scheduler]\ninclude = [\"conf/jobs/*.toml\"]").unwrap();
+        cfg.base_dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let jobs = cfg.jobs().unwrap();
+        let names: Vec<_> = jobs.iter().map(|j| j.name.as_str()).collect();
+        for want in [
+            "telemetry_1h",
+            "log_levels_1d",
+            "compact_raw_telemetry",
+            "retention_raw_logs",
+        ] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+        let kinds = jobs::Kinds::builtin();
+        for j in &jobs {
+            kinds.for_job(j).unwrap();
+        }
+        let e = load_toml("[[jobs]]\nname = \"x\"\nkind = \"sql\"\nevery = \"soon\"")
+            .unwrap()
+            .jobs()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("jobs.x.every"), "{e}");
     }
 
     #[test]

@@ -8,6 +8,8 @@ pub(crate) enum Error {
     #[error(transparent)]
     Engine(engine::Error),
     #[error(transparent)]
+    Jobs(jobs::Error),
+    #[error(transparent)]
     Flight(#[from] flight::Error),
     #[error(transparent)]
     Schema(#[from] schemas::Error),
@@ -50,6 +52,15 @@ impl From<ingest::Error> for Error {
         match e {
             ingest::Error::Config { key, message } => Self::Config { key, message },
             other => Self::Ingest(other),
+        }
+    }
+}
+
+impl From<jobs::Error> for Error {
+    fn from(e: jobs::Error) -> Self {
+        match e {
+            jobs::Error::Config { key, message } => Self::Config { key, message },
+            other => Self::Jobs(other),
         }
     }
 }

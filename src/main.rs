@@ -4,6 +4,7 @@ mod config;
 mod demo;
 mod error;
 mod generator;
+mod jobs_cli;
 mod node;
 mod producer;
 mod sql_client;
@@ -102,6 +103,36 @@ enum Command {
     Auth {
         #[command(subcommand)]
         command: AuthCommand,
+    },
+    /// Scheduled jobs: list them, run one now (or backfill a window), show their history.
+    Jobs {
+        /// The configuration file (see sakura.example.toml).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JobsCommand {
+    /// Every job with its schedule, next fire, last outcome and watermark.
+    List,
+    /// Run a job now, outside its schedule. Without --window an incremental job processes what
+    /// is new since its watermark; with it, exactly that window (a backfill: the window's output
+    /// is replaced, and the watermark only moves forward).
+    Run {
+        name: String,
+        /// START..END in RFC 3339 or YYYY-MM-DD (UTC), e.g. 2026-03-01..2026-03-08.
+        #[arg(long)]
+        window: Option<String>,
+    },
+    /// The recorded runs (of one job, or all), oldest first.
+    History {
+        name: Option<String>,
+        /// Show at most this many (the latest).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
     },
 }
 
@@ -253,6 +284,18 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Auth { command } => auth_command(command),
+        Command::Jobs { config, command } => {
+            let cfg = Config::load(config.as_deref())?;
+            match command {
+                JobsCommand::List => jobs_cli::list(&cfg).await,
+                JobsCommand::Run { name, window } => {
+                    jobs_cli::run(&cfg, &name, window.as_deref()).await
+                }
+                JobsCommand::History { name, limit } => {
+                    jobs_cli::history(&cfg, name.as_deref(), limit).await
+                }
+            }
+        }
     }
 }
 
@@ -288,7 +331,7 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     init_tracing(match cli.command {
-        Command::Serve { .. } | Command::Ingest { .. } => "info",
+        Command::Serve { .. } | Command::Ingest { .. } | Command::Jobs { .. } => "info",
         _ => "warn",
     });
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -93,10 +93,30 @@ impl Node {
         let http_listener = flight::bind(&cfg.http.listen).await?;
         let http_addr = flight::local_addr(&http_listener)?;
 
+        // Jobs run on serving nodes; ingest-only nodes leave them to those.
+        let scheduler = if with_flight {
+            let scheduler = Arc::new(crate::jobs_cli::scheduler(cfg, &engine)?);
+            engine.register_system_table(
+                "jobs",
+                Arc::new(jobs::JobsTable::new(
+                    scheduler.jobs(),
+                    scheduler.history(),
+                    scheduler.clock(),
+                )),
+            )?;
+            Some(scheduler)
+        } else {
+            None
+        };
+        let job_metrics = scheduler.as_ref().map(|s| s.metrics());
+
         let ready = Arc::new(AtomicBool::new(false));
         let metrics_stats = stats.clone();
         let metrics: MetricsRenderer = Arc::new(move || {
             let mut text = metrics_stats.render_prometheus();
+            if let Some(jobs) = &job_metrics {
+                text.push_str(&jobs.render());
+            }
             if let Some(extra) = &extra_metrics {
                 text.push_str(&extra());
             }
@@ -137,6 +157,15 @@ impl Node {
                     .map_err(Error::from),
             )
         });
+        if let Some(scheduler) = scheduler.filter(|_| cfg.scheduler.enabled) {
+            let jobs_rx = rx.clone();
+            tasks.spawn(async move {
+                (
+                    "scheduler",
+                    scheduler.run(jobs_rx).await.map_err(Error::from),
+                )
+            });
+        }
         let ingest_rx = rx.clone();
         tasks.spawn(async move { ("ingest", pipeline.run(ingest_rx).await.map_err(Error::from)) });
         ready.store(true, Ordering::Relaxed);

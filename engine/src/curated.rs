@@ -95,8 +95,12 @@ pub(crate) async fn create(storage: &Storage, name: &str, schema: &Schema) -> Re
     }
 }
 
-/// The curated tables stored under the root: their definitions, schemas from their Delta logs.
-pub(crate) async fn discover(storage: &Storage) -> Result<Vec<TableDef>> {
+/// The curated tables stored under the root whose names `known` does not claim: their
+/// definitions, schemas from their Delta logs.
+pub(crate) async fn discover(
+    storage: &Storage,
+    known: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Vec<TableDef>> {
     let probe = TableRef::new(CURATED, "_probe");
     let url = storage.table_url(&probe)?;
     let mut dir = url.clone();
@@ -124,7 +128,7 @@ pub(crate) async fn discover(storage: &Storage) -> Result<Vec<TableDef>> {
         let Some(name) = prefix.parts().next_back().map(|p| p.as_ref().to_string()) else {
             continue;
         };
-        if !valid_name(&name) {
+        if !valid_name(&name) || known(&name) {
             continue;
         }
         let empty = TableDef::curated(&name, Arc::new(Schema::empty()));

@@ -47,6 +47,8 @@ pub struct Engine {
     refresh: Duration,
     /// Memory each query may hold before it spills or fails; `None`: unbounded.
     query_memory: Option<usize>,
+    /// When curated tables were last looked for on the store (other processes create them).
+    last_discovery: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -100,6 +102,14 @@ impl Engine {
         if let Some((_, system)) = schema_providers.iter().find(|(n, _)| *n == "system") {
             let ledger = IngestLedger::new(storage.clone(), builtin);
             system.register_table("ingest_ledger".to_string(), Arc::new(ledger))?;
+            let runs = schemas::TableDef::job_runs();
+            let name = runs.table.name.clone();
+            let table = Arc::new(LiveDeltaTable::new(runs, storage.clone(), refresh));
+            table.refresh(&state).await.map_err(|source| Error::Table {
+                table: format!("system.{name}"),
+                source,
+            })?;
+            system.register_table(name, table)?;
         }
         let curated = schema_providers
             .iter()
@@ -109,7 +119,7 @@ impl Engine {
                 key: "engine".into(),
                 message: "no curated schema".into(),
             })?;
-        for def in curated::discover(&storage).await? {
+        for def in curated::discover(&storage, &|_| false).await? {
             let name = def.table.to_string();
             let table = curated::register(curated.as_ref(), def, &storage, refresh)?;
             table.refresh(&state).await.map_err(|source| Error::Table {
@@ -123,6 +133,7 @@ impl Engine {
             curated,
             refresh,
             query_memory: None,
+            last_discovery: Arc::default(),
         })
     }
 
@@ -188,13 +199,77 @@ impl Engine {
         Ok(created)
     }
 
+    /// Adds the curated tables another process (a job, another server) created since this
+    /// engine looked. Returns how many were added.
+    pub async fn discover_curated(&self) -> Result<usize> {
+        let curated = self.curated.clone();
+        let known = move |name: &str| curated.table_exist(name);
+        let mut added = 0;
+        for def in curated::discover(&self.storage, &known).await? {
+            if self.curated.table_exist(&def.table.name) {
+                continue;
+            }
+            curated::register(self.curated.as_ref(), def, &self.storage, self.refresh)?;
+            added += 1;
+        }
+        Ok(added)
+    }
+
+    /// [`Engine::discover_curated`], at most once per refresh interval (and second).
+    async fn discover_curated_throttled(&self) {
+        let due = {
+            let Ok(mut last) = self.last_discovery.lock() else {
+                return;
+            };
+            let every = self.refresh.max(Duration::from_secs(1));
+            let due = last.is_none_or(|t| t.elapsed() >= every);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        };
+        if due && let Err(e) = self.discover_curated().await {
+            tracing::warn!(error = %e, "cannot look for new curated tables");
+        }
+    }
+
     /// Makes the next query of `curated.<name>` re-read its Delta log.
     pub async fn invalidate_curated(&self, name: &str) {
-        if let Ok(Some(t)) = self.curated.table(name).await
+        self.invalidate(CURATED, name).await;
+    }
+
+    /// Makes the next query of `<schema>.<name>` re-read its Delta log (no-op for tables that
+    /// are not Delta tables).
+    pub async fn invalidate(&self, schema: &str, name: &str) {
+        if let Some(s) = self.ctx.catalog(CATALOG).and_then(|c| c.schema(schema))
+            && let Ok(Some(t)) = s.table(name).await
             && let Some(live) = t.downcast_ref::<LiveDeltaTable>()
         {
             live.invalidate().await;
         }
+    }
+
+    /// The storage root the tables live under.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Adds (or replaces) `system.<name>`: tables other crates compute (e.g. `system.jobs`).
+    pub fn register_system_table(
+        &self,
+        name: &str,
+        table: Arc<dyn datafusion::catalog::TableProvider>,
+    ) -> Result<()> {
+        let schema = self
+            .ctx
+            .catalog(CATALOG)
+            .and_then(|c| c.schema("system"))
+            .ok_or_else(|| Error::Config {
+                key: "engine".into(),
+                message: "no system schema".into(),
+            })?;
+        schema.register_table(name.to_string(), table)?;
+        Ok(())
     }
 
     /// Gives every query run through [`Engine::scoped`] its own memory pool of `bytes`:
@@ -212,6 +287,7 @@ impl Engine {
         &self,
         grants: &crate::Grants,
     ) -> datafusion::error::Result<SessionContext> {
+        self.discover_curated_throttled().await;
         let base = self.ctx.runtime_env();
         let runtime = match self.query_memory {
             None => base,

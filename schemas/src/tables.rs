@@ -47,6 +47,8 @@ pub enum TableKind {
     DeadLetters,
     /// A table of `curated`, written by SQL (`INSERT INTO`, `CREATE TABLE … AS`).
     Curated,
+    /// A table of `system` the platform itself writes (e.g. the scheduler's run history).
+    System,
 }
 
 /// A table of the catalog: its name, full schema and partitioning.
@@ -84,6 +86,34 @@ impl TableDef {
             table: TableRef::new("curated", name),
             kind: TableKind::Curated,
             schema,
+            partition_columns: Vec::new(),
+        }
+    }
+
+    /// `system.job_runs`: one row per attempt of a scheduled or manual job run, written by the
+    /// scheduler when the attempt ends (see the jobs crate).
+    pub fn job_runs() -> Self {
+        let ts = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        Self {
+            table: TableRef::new("system", "job_runs"),
+            kind: TableKind::System,
+            schema: Arc::new(Schema::new(vec![
+                Field::new("job", DataType::Utf8, false),
+                Field::new("kind", DataType::Utf8, false),
+                Field::new("fire_time", ts(), false),
+                Field::new("trigger", DataType::Utf8, false),
+                Field::new("attempt", DataType::Int32, false),
+                Field::new("node", DataType::Utf8, false),
+                Field::new("started_at", ts(), false),
+                Field::new("finished_at", ts(), false),
+                Field::new("status", DataType::Utf8, false),
+                Field::new("window_start", ts(), true),
+                Field::new("window_end", ts(), true),
+                Field::new("rows_read", DataType::Int64, false),
+                Field::new("rows_written", DataType::Int64, false),
+                Field::new("detail", DataType::Utf8, false),
+                Field::new("error", DataType::Utf8, true),
+            ])),
             partition_columns: Vec::new(),
         }
     }
