@@ -215,14 +215,14 @@ impl Engine {
         Ok(added)
     }
 
-    /// [`Engine::discover_curated`], at most once per refresh interval (and second).
-    async fn discover_curated_throttled(&self) {
+    /// [`Engine::discover_curated`], at most once per refresh interval: a table another process
+    /// creates becomes visible as soon as new commits to known tables do.
+    pub async fn discover_curated_throttled(&self) {
         let due = {
             let Ok(mut last) = self.last_discovery.lock() else {
                 return;
             };
-            let every = self.refresh.max(Duration::from_secs(1));
-            let due = last.is_none_or(|t| t.elapsed() >= every);
+            let due = last.is_none_or(|t| t.elapsed() >= self.refresh);
             if due {
                 *last = Some(std::time::Instant::now());
             }
@@ -287,7 +287,6 @@ impl Engine {
         &self,
         grants: &crate::Grants,
     ) -> datafusion::error::Result<SessionContext> {
-        self.discover_curated_throttled().await;
         let base = self.ctx.runtime_env();
         let runtime = match self.query_memory {
             None => base,

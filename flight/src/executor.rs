@@ -43,6 +43,8 @@ pub trait QueryExecutor: Send + Sync + std::fmt::Debug + 'static {
     async fn tables(&self, grants: &Grants) -> Result<Vec<TableInfo>>;
     /// `(schema, table)` of every table grants can be given on.
     fn table_names(&self) -> Vec<(String, String)>;
+    /// Brings the catalog up to date with tables other processes created (rate-limited).
+    async fn discover(&self) {}
 }
 
 /// Queries are read-only; writes go through [`QueryExecutor::update`] (also when a statement
@@ -105,6 +107,10 @@ impl QueryExecutor for Engine {
 
     fn table_names(&self) -> Vec<(String, String)> {
         Engine::table_names(self)
+    }
+
+    async fn discover(&self) {
+        self.discover_curated_throttled().await;
     }
 
     async fn prepare(&self, grants: &Grants, sql: &str) -> Result<(SchemaRef, SchemaRef)> {

@@ -42,7 +42,10 @@ impl Gate {
     }
 
     /// What `identity` may read (its tables and their row filters).
-    pub(crate) fn grants(&self, identity: Option<&Identity>) -> Result<Grants, Status> {
+    pub(crate) async fn grants(&self, identity: Option<&Identity>) -> Result<Grants, Status> {
+        // Tables other processes created since the last look join the catalog first, so a
+        // grant pattern covers them.
+        self.executor.discover().await;
         let identity = identity.ok_or_else(|| {
             Status::from(Error::Unauthenticated(
                 "the call carries no identity".into(),
@@ -71,7 +74,7 @@ impl Gate {
         let audit = Audit::start(identity, sql, query_id);
         let (schema, batches, permit) = async {
             let permit = self.limits.admit()?;
-            let grants = self.grants(identity)?;
+            let grants = self.grants(identity).await?;
             let (schema, batches) = self.limits.plan(plan(&grants)).await?;
             Ok::<_, Status>((schema, batches, permit))
         }

@@ -70,8 +70,8 @@ impl SakuraFlightSql {
     }
 
     /// What the caller of `request` may read: from the [`Identity`] the auth layer attached.
-    fn grants<T>(&self, request: &Request<T>) -> Result<Grants, Status> {
-        self.gate.grants(request.extensions().get::<Identity>())
+    async fn grants<T>(&self, request: &Request<T>) -> Result<Grants, Status> {
+        self.gate.grants(request.extensions().get::<Identity>()).await
     }
 
     /// Logs the audit line of a query refused while it was planned (`GetFlightInfo` or
@@ -288,7 +288,7 @@ impl FlightSqlService for SakuraFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = async {
-            let grants = self.grants(&request)?;
+            let grants = self.grants(&request).await?;
             Ok::<_, Status>(self.executor.schema(&grants, &query.query).await?)
         }
         .await
@@ -351,7 +351,7 @@ impl FlightSqlService for SakuraFlightSql {
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let sql = prepared::number_placeholders(&query.query);
         let (dataset, parameters) = async {
-            let grants = self.grants(&request)?;
+            let grants = self.grants(&request).await?;
             Ok::<_, Status>(self.executor.prepare(&grants, &sql).await?)
         }
         .await
@@ -399,7 +399,7 @@ impl FlightSqlService for SakuraFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let handle = Handle::decode(&query.prepared_statement_handle)?;
         let schema = async {
-            let grants = self.grants(&request)?;
+            let grants = self.grants(&request).await?;
             Ok::<_, Status>(match handle.parameter_rows()?.into_iter().next() {
                 Some(row) => {
                     self.executor
@@ -580,7 +580,7 @@ impl FlightSqlService for SakuraFlightSql {
         query: CommandGetCatalogs,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let tables = self.executor.tables(&self.grants(&request)?).await?;
+        let tables = self.executor.tables(&self.grants(&request).await?).await?;
         let mut b = query.into_builder();
         for c in tables
             .iter()
@@ -605,7 +605,7 @@ impl FlightSqlService for SakuraFlightSql {
         query: CommandGetDbSchemas,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let tables = self.executor.tables(&self.grants(&request)?).await?;
+        let tables = self.executor.tables(&self.grants(&request).await?).await?;
         let mut b = query.into_builder();
         let pairs: BTreeSet<_> = tables
             .iter()
@@ -630,7 +630,7 @@ impl FlightSqlService for SakuraFlightSql {
         query: CommandGetTables,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let tables = self.executor.tables(&self.grants(&request)?).await?;
+        let tables = self.executor.tables(&self.grants(&request).await?).await?;
         let mut b = query.into_builder();
         for t in &tables {
             b.append(

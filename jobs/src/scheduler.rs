@@ -480,6 +480,7 @@ impl Runner {
             Err(e) => Err(e),
         };
         let started_at = self.clock.now();
+        info!(job = %job.name, %fire, attempt, node = self.leases.node(), trigger = trigger.as_str(), "job run starting");
         self.metrics.started(&job.name);
         let (result, timed_out): (Result<Outcome>, bool) = match watermark {
             Err(e) => (Err(e), false),

@@ -254,7 +254,7 @@ impl JobKind for Retention {
                 "{}: deleted {deleted} rows with {} before {} ({removed_files} files removed)",
                 p.table,
                 p.column,
-                cutoff.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                cutoff.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
             ),
             ..Outcome::default()
         })

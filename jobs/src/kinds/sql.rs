@@ -203,6 +203,34 @@ async fn write(
         .iter()
         .map(|b| conform(job, b, &stored))
         .collect::<Result<Vec<_>>>()?;
+    let replace_predicate = |column: &str, w: Window| -> Result<Expr> {
+        let ty = stored
+            .field_with_name(column)
+            .map_err(|_| Error::job(job, format!("{target} has no column {column}")))?
+            .data_type()
+            .clone();
+        Ok(col(column)
+            .gt_eq(literal(job, column, &ty, w.start)?)
+            .and(col(column).lt(literal(job, column, &ty, w.end)?)))
+    };
+    if rows == 0 {
+        // Nothing to write (Delta refuses an empty write): the window's old rows still go.
+        let delete = match (mode, replace_column, window) {
+            (Mode::Append, _, _) => None,
+            (Mode::Overwrite, _, _) => Some(table.delete()),
+            (_, Some(column), Some(w)) => {
+                Some(table.delete().with_predicate(replace_predicate(column, w)?))
+            }
+            _ => return Err(Error::job(job, "replace needs replace_column and a window")),
+        };
+        if let Some(delete) = delete {
+            delete
+                .await
+                .map_err(|e| Error::delta(&table_ref, "failed to clear the job's window", e))?;
+            engine.invalidate_curated(&table_ref.name).await;
+        }
+        return Ok(0);
+    }
     let builder = match mode {
         Mode::Append => table.write(batches).with_save_mode(SaveMode::Append),
         Mode::Overwrite => table.write(batches).with_save_mode(SaveMode::Overwrite),
@@ -210,14 +238,7 @@ async fn write(
             let (Some(column), Some(w)) = (replace_column, window) else {
                 return Err(Error::job(job, "replace needs replace_column and a window"));
             };
-            let ty = stored
-                .field_with_name(column)
-                .map_err(|_| Error::job(job, format!("{target} has no column {column}")))?
-                .data_type()
-                .clone();
-            let predicate = col(column)
-                .gt_eq(literal(job, column, &ty, w.start)?)
-                .and(col(column).lt(literal(job, column, &ty, w.end)?));
+            let predicate = replace_predicate(column, w)?;
             table
                 .write(batches)
                 .with_save_mode(SaveMode::Overwrite)
