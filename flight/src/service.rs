@@ -71,7 +71,9 @@ impl SakuraFlightSql {
 
     /// What the caller of `request` may read: from the [`Identity`] the auth layer attached.
     async fn grants<T>(&self, request: &Request<T>) -> Result<Grants, Status> {
-        self.gate.grants(request.extensions().get::<Identity>()).await
+        self.gate
+            .grants(request.extensions().get::<Identity>())
+            .await
     }
 
     /// Logs the audit line of a query refused while it was planned (`GetFlightInfo` or

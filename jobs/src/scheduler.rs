@@ -172,41 +172,21 @@ impl Scheduler {
                 .fires_between(cursor, now, job.max_catch_up as usize);
             if let Some(&latest) = due.last() {
                 cursor = latest;
-                let on_time = now - latest <= to_chrono(self.timing.misfire_grace);
-                let missed = due.len() - usize::from(on_time);
-                let picked: Vec<(DateTime<Utc>, Trigger)> = match job.catch_up {
-                    CatchUp::All => due
-                        .iter()
-                        .map(|&f| {
-                            let late = !(on_time && f == latest);
-                            (
-                                f,
-                                if late {
-                                    Trigger::CatchUp
-                                } else {
-                                    Trigger::Schedule
-                                },
-                            )
-                        })
-                        .collect(),
-                    CatchUp::Once if on_time => vec![(latest, Trigger::Schedule)],
-                    CatchUp::Once => vec![(latest, Trigger::CatchUp)],
-                    CatchUp::Skip if on_time => vec![(latest, Trigger::Schedule)],
+                // Late by more than the grace: missed (the catch-up policy decides); the rest
+                // run as scheduled.
+                let grace = to_chrono(self.timing.misfire_grace);
+                let (missed, on_time): (Vec<_>, Vec<_>) =
+                    due.iter().copied().partition(|f| now - *f > grace);
+                let caught_up: Vec<DateTime<Utc>> = match job.catch_up {
+                    CatchUp::All => missed.clone(),
+                    CatchUp::Once => missed.last().copied().into_iter().collect(),
                     CatchUp::Skip => Vec::new(),
                 };
-                if missed > 0 {
-                    info!(job = %job.name, missed, running = picked.len(), policy = ?job.catch_up, "missed fires");
+                if !missed.is_empty() {
+                    info!(job = %job.name, missed = missed.len(), running = caught_up.len(), policy = ?job.catch_up, "missed fires");
                 }
-                for (fire, trigger) in picked {
-                    let busy = !running.is_empty() || !queue.is_empty();
-                    if busy && job.concurrency == Concurrency::Skip && trigger == Trigger::Schedule
-                    {
-                        self.skip(&job, fire, last_fire, "the previous fire is still running")
-                            .await;
-                    } else {
-                        queue.push_back((fire, trigger));
-                    }
-                }
+                queue.extend(caught_up.into_iter().map(|f| (f, Trigger::CatchUp)));
+                queue.extend(on_time.into_iter().map(|f| (f, Trigger::Schedule)));
             }
             // Fires another node held whose lease has now expired: try to take them over.
             let now = self.clock.now();
@@ -220,7 +200,15 @@ impl Scheduler {
             });
             while let Some(&(fire, trigger)) = queue.front() {
                 if !running.is_empty() && job.concurrency == Concurrency::Skip {
-                    break;
+                    if trigger != Trigger::Schedule {
+                        // Catch-up fires and takeovers wait their turn.
+                        break;
+                    }
+                    queue.pop_front();
+                    self.skip(&job, fire, "the previous fire is still running")
+                        .await;
+                    last_fire = Some(fire);
+                    continue;
                 }
                 queue.pop_front();
                 let hold = job.timeout + self.timing.lease_grace;
@@ -324,13 +312,7 @@ impl Scheduler {
         }
     }
 
-    async fn skip(
-        &self,
-        job: &Arc<Job>,
-        fire: DateTime<Utc>,
-        _prev: Option<DateTime<Utc>>,
-        why: &str,
-    ) {
+    async fn skip(&self, job: &Arc<Job>, fire: DateTime<Utc>, why: &str) {
         let hold = job.timeout + self.timing.lease_grace;
         if let Ok(Claim::Won { attempt }) = self
             .leases

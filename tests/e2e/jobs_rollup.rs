@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use crate::kafka;
 use crate::procs::{Proc, free_port, repo_root, test_dir, wait_for};
 use crate::sakura::{self, sql, sql_count};
 use crate::services::Tansu;
-use crate::kafka;
 
 /// The shipped rollup's aggregate, computed from scratch over all of raw.telemetry.
 const SCRATCH: &str = "SELECT date_bin(INTERVAL '1 hour', ts, TIMESTAMP '1970-01-01T00:00:00Z') AS bucket, \
@@ -98,10 +98,24 @@ fn incremental_rollup_equals_a_from_scratch_aggregate_through_late_events_and_a_
 
     // 12,000 events, 00:00-04:00 on 2025-11-27 (1.2 s apart).
     kafka::produce_telemetry(&tansu.brokers(), 0, 12_000);
-    sakura::assert_exactly_once(&mut serve, flight, 12_000, Duration::from_secs(120), "the first load");
+    sakura::assert_exactly_once(
+        &mut serve,
+        flight,
+        12_000,
+        Duration::from_secs(120),
+        "the first load",
+    );
 
     // A backfill of the first three hours.
-    let (ok, out) = jobs(&config, &["run", "telemetry_1h", "--window", "2025-11-27T00:00:00Z..2025-11-27T03:00:00Z"]);
+    let (ok, out) = jobs(
+        &config,
+        &[
+            "run",
+            "telemetry_1h",
+            "--window",
+            "2025-11-27T00:00:00Z..2025-11-27T03:00:00Z",
+        ],
+    );
     assert!(ok, "{out}");
     assert!(out.contains("telemetry_1h succeeded"), "{out}");
     // How long a run takes, so the kill below lands inside one.
@@ -121,10 +135,18 @@ fn incremental_rollup_equals_a_from_scratch_aggregate_through_late_events_and_a_
 
     // 600 late events inside hour 01:00 (before the watermark, within the 2 h lookback) and
     // 3,000 new ones 04:00-05:00.
-    let late: Vec<u64> = (0..600).map(|k| kafka::event_ts_us(3_000) + k * 5_000_000).collect();
+    let late: Vec<u64> = (0..600)
+        .map(|k| kafka::event_ts_us(3_000) + k * 5_000_000)
+        .collect();
     produce_at(&tansu.brokers(), 1_000_000, &late);
     kafka::produce_telemetry(&tansu.brokers(), 12_000, 15_000);
-    sakura::assert_exactly_once(&mut serve, flight, 15_600, Duration::from_secs(120), "late and new events");
+    sakura::assert_exactly_once(
+        &mut serve,
+        flight,
+        15_600,
+        Duration::from_secs(120),
+        "late and new events",
+    );
 
     // An incremental run killed midway, then the retry.
     let mut rng = rand::rng();
@@ -142,17 +164,27 @@ fn incremental_rollup_equals_a_from_scratch_aggregate_through_late_events_and_a_
     drop(killed); // SIGKILL
     let (ok, out) = jobs(&config, &["run", "telemetry_1h"]);
     assert!(ok, "{out}");
-    assert_eq!(mismatches(flight, "2030-01-01T00:00:00Z"), (0, 15_600), "after the retry");
+    assert_eq!(
+        mismatches(flight, "2030-01-01T00:00:00Z"),
+        (0, 15_600),
+        "after the retry"
+    );
     // Once more with nothing new: the window is replaced again, nothing is counted twice.
     let (ok, out) = jobs(&config, &["run", "telemetry_1h"]);
     assert!(ok, "{out}");
-    assert_eq!(mismatches(flight, "2030-01-01T00:00:00Z"), (0, 15_600), "after a rerun");
+    assert_eq!(
+        mismatches(flight, "2030-01-01T00:00:00Z"),
+        (0, 15_600),
+        "after a rerun"
+    );
 
     // Retention: a TTL that puts the cutoff near 02:00 on 2025-11-27. The run reports its
     // exact cutoff; every event time produced is known, so the expected count is exact.
     let target_us = kafka::event_ts_us(6_000);
     let ttl_s = (chrono::Utc::now().timestamp_micros() as u64 - target_us) / 1_000_000;
-    let text = std::fs::read_to_string(&config).unwrap().replace("\"36500days\"", &format!("\"{ttl_s}s\""));
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("\"36500days\"", &format!("\"{ttl_s}s\""));
     std::fs::write(&config, text).unwrap();
     let (ok, out) = jobs(&config, &["run", "expire_telemetry"]);
     assert!(ok, "{out}");
@@ -163,13 +195,26 @@ fn incremental_rollup_equals_a_from_scratch_aggregate_through_late_events_and_a_
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
         .unwrap_or_else(|| panic!("no cutoff in {out}"))
         .timestamp_micros() as u64;
-    let produced: Vec<u64> = (0..15_000).map(kafka::event_ts_us).chain(late.iter().copied()).collect();
+    let produced: Vec<u64> = (0..15_000)
+        .map(kafka::event_ts_us)
+        .chain(late.iter().copied())
+        .collect();
     let expired = produced.iter().filter(|&&ts| ts < cutoff).count() as i64;
     assert!(expired > 6_000, "{expired}");
-    assert!(out.contains(&format!("deleted {expired} rows")), "expected {expired}: {out}");
-    assert_eq!(sql_count(flight, "SELECT count(*) FROM raw.telemetry").unwrap(), 15_600 - expired);
+    assert!(
+        out.contains(&format!("deleted {expired} rows")),
+        "expected {expired}: {out}"
+    );
     assert_eq!(
-        sql_count(flight, &format!("SELECT count(*) FROM raw.telemetry WHERE ts < to_timestamp_micros({cutoff})")).unwrap(),
+        sql_count(flight, "SELECT count(*) FROM raw.telemetry").unwrap(),
+        15_600 - expired
+    );
+    assert_eq!(
+        sql_count(
+            flight,
+            &format!("SELECT count(*) FROM raw.telemetry WHERE ts < to_timestamp_micros({cutoff})")
+        )
+        .unwrap(),
         0,
         "a row older than the cutoff survived"
     );
@@ -178,18 +223,46 @@ fn incremental_rollup_equals_a_from_scratch_aggregate_through_late_events_and_a_
     assert!(!ok && out.contains("raw.nope does not exist"), "{out}");
 
     // Every run is in system.job_runs (the killed one only if it got to record itself).
-    let runs = sql(flight, "SELECT job, status, trigger, rows_written FROM system.job_runs ORDER BY finished_at").unwrap();
-    let rollup_ok = runs.iter().filter(|r| r.starts_with("telemetry_1h,succeeded,manual")).count();
+    let runs = sql(
+        flight,
+        "SELECT job, status, trigger, rows_written FROM system.job_runs ORDER BY finished_at",
+    )
+    .unwrap();
+    let rollup_ok = runs
+        .iter()
+        .filter(|r| r.starts_with("telemetry_1h,succeeded,manual"))
+        .count();
     assert!((3..=4).contains(&rollup_ok), "{runs:?}");
-    assert!(runs.iter().any(|r| r.starts_with("expire_telemetry,succeeded,manual")), "{runs:?}");
-    assert!(runs.iter().any(|r| r.starts_with("broken,failed,manual")), "{runs:?}");
-    let err = sql(flight, "SELECT error FROM system.job_runs WHERE job = 'broken'").unwrap();
+    assert!(
+        runs.iter()
+            .any(|r| r.starts_with("expire_telemetry,succeeded,manual")),
+        "{runs:?}"
+    );
+    assert!(
+        runs.iter().any(|r| r.starts_with("broken,failed,manual")),
+        "{runs:?}"
+    );
+    let err = sql(
+        flight,
+        "SELECT error FROM system.job_runs WHERE job = 'broken'",
+    )
+    .unwrap();
     assert!(err[0].contains("raw.nope does not exist"), "{err:?}");
     // system.jobs shows the watermark the runs left; the CLI lists and shows history.
-    let wm = sql(flight, "SELECT watermark, last_status FROM system.jobs WHERE name = 'telemetry_1h'").unwrap();
-    assert!(wm[0].ends_with(",succeeded") && wm[0].starts_with("20"), "{wm:?}");
+    let wm = sql(
+        flight,
+        "SELECT watermark, last_status FROM system.jobs WHERE name = 'telemetry_1h'",
+    )
+    .unwrap();
+    assert!(
+        wm[0].ends_with(",succeeded") && wm[0].starts_with("20"),
+        "{wm:?}"
+    );
     let (ok, out) = jobs(&config, &["list"]);
-    assert!(ok && out.contains("telemetry_1h") && out.contains("expire_telemetry"), "{out}");
+    assert!(
+        ok && out.contains("telemetry_1h") && out.contains("expire_telemetry"),
+        "{out}"
+    );
     let (ok, out) = jobs(&config, &["history", "telemetry_1h"]);
     assert!(ok && out.matches("succeeded").count() >= 3, "{out}");
     serve.assert_running();

@@ -21,6 +21,8 @@ mod flight_auth;
 mod flight_rbac;
 mod flight_tls;
 mod formats_and_evolution;
+mod jobs_compaction;
+mod jobs_race;
 mod jobs_rollup;
 mod object_store_outages;
 mod rebalance;
