@@ -30,7 +30,7 @@ pub(crate) struct DemoOptions {
 const MARKER: &str = ".sakura-demo";
 const TOPICS: [(&str, i32); 3] = [("telemetry", 4), ("logs", 2), ("events", 2)];
 
-pub(crate) const EXAMPLES: [(&str, &str); 6] = [
+pub(crate) const EXAMPLES: [(&str, &str); 8] = [
     (
         "Rows per table",
         "SELECT 'raw.telemetry' AS table_name, count(*) AS rows FROM raw.telemetry UNION ALL SELECT 'raw.logs', count(*) FROM raw.logs UNION ALL SELECT 'raw.events', count(*) FROM raw.events UNION ALL SELECT 'raw.dead_letters', count(*) FROM raw.dead_letters ORDER BY table_name",
@@ -55,7 +55,52 @@ pub(crate) const EXAMPLES: [(&str, &str); 6] = [
         "Bad messages kept in raw.dead_letters",
         "SELECT error_kind, count(*) AS messages, min(error) AS example FROM raw.dead_letters GROUP BY error_kind ORDER BY error_kind",
     ),
+    (
+        "The hourly rollup the scheduled telemetry_1h job keeps up to date (payments latency)",
+        "SELECT bucket, round(avg(p95), 1) AS avg_host_p95_ms, sum(count) AS samples FROM curated.telemetry_1h WHERE service = 'payments' AND metric = 'latency_ms' GROUP BY bucket ORDER BY bucket DESC LIMIT 4",
+    ),
+    (
+        "Scheduled job runs so far (system.job_runs)",
+        "SELECT job, status, count(*) AS runs, max(finished_at) AS last_finished, sum(rows_written) AS rows_written FROM system.job_runs GROUP BY job, status ORDER BY job, status",
+    ),
 ];
+
+/// The shipped jobs (conf/jobs/), on demo timing: the rollups every 20-30 s over windows that
+/// reach back over the generator's simulated day, compaction every minute.
+fn demo_jobs() -> Result<Vec<jobs::JobDef>> {
+    let mut defs = jobs::parse_jobs_toml(
+        "conf/jobs/rollups.toml",
+        include_str!("../conf/jobs/rollups.toml"),
+    )?;
+    defs.extend(jobs::parse_jobs_toml(
+        "conf/jobs/maintenance.toml",
+        include_str!("../conf/jobs/maintenance.toml"),
+    )?);
+    let mut out = Vec::new();
+    for mut def in defs {
+        let every = match def.name.as_str() {
+            "telemetry_1h" => "20s",
+            "log_levels_1d" => "30s",
+            "compact_raw_telemetry" | "compact_raw_logs" => "60s",
+            "retention_raw_logs" => "5m",
+            _ => continue,
+        };
+        def.cron = None;
+        def.every = Some(every.into());
+        if def.kind == "sql" {
+            // The generator's events start 24 h back: open windows reaching over all of it
+            // (a real deployment waits for complete windows instead).
+            for (k, v) in [("delay", "0s"), ("lookback", "26h"), ("initial", "26h")] {
+                def.params
+                    .insert(k.into(), serde_json::Value::String(v.into()));
+            }
+            def.params
+                .insert("open".into(), serde_json::Value::Bool(true));
+        }
+        out.push(def);
+    }
+    Ok(out)
+}
 
 /// Empties a directory the demo made before, and refuses any other non-empty directory: its
 /// stored offsets belong to a broker that no longer exists.
@@ -157,7 +202,9 @@ fn print_connect(f: std::net::SocketAddr, http: std::net::SocketAddr) {
   Grafana:        Flight SQL data source, host {f}, TLS off, no auth
   HTTP SQL:       curl -X POST http://{http}/api/v1/sql --data-binary \"SELECT count(*) FROM raw.telemetry\"
   Metrics:        http://{http}/metrics   health: /healthz, /readyz
-  Tables (Delta): catalog sakura, schema raw: telemetry, logs, events, dead_letters
+  Tables (Delta): catalog sakura, schema raw: telemetry, logs, events, dead_letters;
+                  curated.telemetry_1h, curated.log_levels_1d (scheduled rollups);
+                  system.jobs, system.job_runs (the scheduler), system.ingest_ledger
 "
     );
 }
@@ -190,7 +237,9 @@ pub(crate) async fn run(opts: DemoOptions) -> Result<()> {
     cfg.http.listen = opts.http_addr.clone();
     // The demo is for one machine: no authentication (a real deployment configures [auth]).
     cfg.auth.required = false;
+    cfg.jobs = demo_jobs()?;
     cfg.validate()?;
+    cfg.jobs()?;
 
     println!("Sakura Analytics demo");
     println!(

@@ -289,12 +289,6 @@ impl Job {
 /// Reads the `[[jobs]]` of each file `include` names (relative to `base`); a pattern's last
 /// part may be `*.toml`. Files are read in name order.
 pub fn load_included(base: &std::path::Path, include: &[String]) -> Result<Vec<JobDef>> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct File {
-        #[serde(default)]
-        jobs: Vec<JobDef>,
-    }
     let mut out = Vec::new();
     for pattern in include {
         let path = base.join(pattern);
@@ -328,13 +322,23 @@ pub fn load_included(base: &std::path::Path, include: &[String]) -> Result<Vec<J
                     format!("cannot read {}: {e}", file.display()),
                 )
             })?;
-            let parsed: File = toml_from_str(&text).map_err(|e| {
-                Error::config("scheduler.include", format!("{}: {e}", file.display()))
-            })?;
-            out.extend(parsed.jobs);
+            out.extend(parse_jobs_toml(&file.display().to_string(), &text)?);
         }
     }
     Ok(out)
+}
+
+/// The `[[jobs]]` of a TOML text (e.g. a file embedded in the binary).
+pub fn parse_jobs_toml(origin: &str, text: &str) -> Result<Vec<JobDef>> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        #[serde(default)]
+        jobs: Vec<JobDef>,
+    }
+    let parsed: File = toml_from_str(text)
+        .map_err(|e| Error::config("scheduler.include", format!("{origin}: {e}")))?;
+    Ok(parsed.jobs)
 }
 
 fn toml_from_str<T: serde::de::DeserializeOwned>(text: &str) -> std::result::Result<T, String> {

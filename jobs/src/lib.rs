@@ -21,6 +21,7 @@ mod system_table;
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use config::{
     CatchUp, Concurrency, Job, JobDef, SchedulerConfig, compile_all, load_included, parse_duration,
+    parse_jobs_toml,
 };
 pub use error::{Error, Result};
 pub use history::{

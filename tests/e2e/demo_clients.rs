@@ -125,7 +125,23 @@ fn demo_serves_external_clients_and_leaves_readable_delta_tables() {
     let err = sakura::sql(flight, "SELECT * FROM raw.no_such_table").unwrap_err();
     assert!(err.contains("no_such_table"), "{err}");
 
-    // /metrics is valid Prometheus text (promtool) with the ingest series.
+    // The scheduler runs the shipped jobs on demo timing: the hourly rollup appears in
+    // curated.telemetry_1h, its runs in system.job_runs and on /metrics.
+    wait_for("a telemetry_1h run", Duration::from_secs(40), || {
+        demo.assert_running();
+        sakura::sql_count(
+            flight,
+            "SELECT count(*) FROM system.job_runs WHERE job = 'telemetry_1h' AND status = 'succeeded'",
+        )
+        .ok()
+        .filter(|n| *n > 0)
+    });
+    let rolled = sakura::sql_count(flight, "SELECT sum(count) FROM curated.telemetry_1h").unwrap();
+    assert!(rolled > 0, "the rollup holds no samples");
+    let jobs = sakura::sql(flight, "SELECT name, kind FROM system.jobs ORDER BY name").unwrap();
+    assert!(jobs.contains(&"telemetry_1h,sql".to_string()), "{jobs:?}");
+
+    // /metrics is valid Prometheus text (promtool) with the ingest and job series.
     let metrics = wait_for("consumer lag on /metrics", Duration::from_secs(30), || {
         let (status, body) = http("GET", http_port, "/metrics")?;
         (status == 200 && body.contains("sakura_ingest_consumer_lag_messages{")).then_some(body)
@@ -136,6 +152,8 @@ fn demo_serves_external_clients_and_leaves_readable_delta_tables() {
         "sakura_ingest_commit_duration_seconds_bucket{le=\"+Inf\"}",
         "sakura_ingest_freshness_seconds{table=\"raw.telemetry\",event=\"newest\"}",
         "sakura_demo_messages_produced_total",
+        "sakura_job_runs_total{job=\"telemetry_1h\",status=\"succeeded\"}",
+        "sakura_job_last_success_timestamp_seconds{job=\"telemetry_1h\"}",
     ] {
         assert!(
             metrics.contains(series),
