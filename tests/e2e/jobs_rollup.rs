@@ -73,6 +73,40 @@ fn produce_at(brokers: &str, first_seq: u64, times_us: &[u64]) {
     );
 }
 
+/// Authentication off, the scheduler off (runs are started by hand here), the shipped
+/// rollups, and a few jobs of the other kinds.
+const EXTRA: &str = r#"
+[auth]
+required = false
+[scheduler]
+enabled = false
+include = ["ROLLUPS"]
+
+[[jobs]]
+name = "expire_telemetry"
+kind = "retention"
+every = "1d"
+params = { table = "raw.telemetry", ttl = "36500days", column = "ts" }
+
+[[jobs]]
+name = "export_rollup"
+kind = "export"
+every = "1d"
+params = { sql = "SELECT * FROM curated.telemetry_1h WHERE bucket >= {{ window_start }} AND bucket < {{ window_end }}", url = "EXPORTS/{{ window_start_text }}/", format = "parquet" }
+
+[[jobs]]
+name = "export_csv"
+kind = "export"
+every = "1d"
+params = { sql = "SELECT service, sum(count) AS n FROM curated.telemetry_1h GROUP BY service ORDER BY service", url = "EXPORTS/csv", format = "csv" }
+
+[[jobs]]
+name = "broken"
+kind = "retention"
+every = "1d"
+params = { table = "raw.nope", ttl = "1d" }
+"#;
+
 #[test]
 fn incremental_rollup_equals_a_from_scratch_aggregate_through_late_events_and_a_killed_run() {
     let tmp = test_dir();
@@ -85,14 +119,9 @@ fn incremental_rollup_equals_a_from_scratch_aggregate_through_late_events_and_a_
         &tansu.brokers(),
         "e2e-rollup",
         (flight, http),
-        &format!(
-            "[auth]\nrequired = false\n[scheduler]\nenabled = false\ninclude = [\"{}\"]\n\
-             [[jobs]]\nname = \"expire_telemetry\"\nkind = \"retention\"\nevery = \"1d\"\n\
-             params = {{ table = \"raw.telemetry\", ttl = \"36500days\", column = \"ts\" }}\n\
-             [[jobs]]\nname = \"broken\"\nkind = \"retention\"\nevery = \"1d\"\n\
-             params = {{ table = \"raw.nope\", ttl = \"1d\" }}\n",
-            rollups.display()
-        ),
+        &EXTRA
+            .replace("ROLLUPS", &rollups.display().to_string())
+            .replace("EXPORTS", &tmp.path().join("exports").display().to_string()),
     );
     let mut serve = sakura::serve("serve", &config, http, tmp.path());
 
@@ -176,6 +205,50 @@ fn incremental_rollup_equals_a_from_scratch_aggregate_through_late_events_and_a_
         mismatches(flight, "2030-01-01T00:00:00Z"),
         (0, 15_600),
         "after a rerun"
+    );
+
+    // Exports: the rollup's first two hours as Parquet (a window by hand), totals as CSV.
+    let (ok, out) = jobs(
+        &config,
+        &[
+            "run",
+            "export_rollup",
+            "--window",
+            "2025-11-27T00:00:00Z..2025-11-27T02:00:00Z",
+        ],
+    );
+    assert!(ok, "{out}");
+    let expect = sql_count(
+        flight,
+        "SELECT count(*) FROM curated.telemetry_1h WHERE bucket < TIMESTAMP '2025-11-27T02:00:00Z'",
+    )
+    .unwrap();
+    assert!(
+        out.contains(&format!("{expect} rows as parquet")),
+        "expected {expect}: {out}"
+    );
+    let dir = tmp.path().join("exports/20251127T000000Z");
+    let rows = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let df = ctx
+            .read_parquet(
+                dir.to_str().unwrap(),
+                datafusion::prelude::ParquetReadOptions::default(),
+            )
+            .await
+            .unwrap();
+        df.count().await.unwrap()
+    });
+    assert_eq!(rows as i64, expect, "rows in the exported Parquet files");
+    let (ok, out) = jobs(&config, &["run", "export_csv"]);
+    assert!(ok && out.contains("7 rows as csv"), "{out}");
+    let csv: String = std::fs::read_dir(tmp.path().join("exports/csv"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        csv.starts_with("service,n\n") && csv.contains("svc-3,"),
+        "{csv}"
     );
 
     // Retention: a TTL that puts the cutoff near 02:00 on 2025-11-27. The run reports its
