@@ -14,6 +14,52 @@ const CHECK: &str = "SELECT count(*), sum(value), min(ts), max(ts), count(DISTIN
      sum(_offset), count(DISTINCT (_partition, _offset)) FROM raw.telemetry \
      WHERE ts < to_timestamp_micros(1764216000000000)";
 
+/// Vacuum with no retention (what compaction left unreferenced goes at once) and a Z-ordered
+/// compaction.
+const VACUUM_AND_ZORDER: &str = r#"
+[[jobs]]
+name = "vacuum_now"
+kind = "vacuum"
+every = "1d"
+params = { table = "raw.telemetry", retain = "0s" }
+
+[[jobs]]
+name = "zorder_by_host"
+kind = "compact"
+every = "1d"
+params = { table = "raw.telemetry", zorder = ["host", "ts"] }
+"#;
+
+fn run_job(config: &std::path::Path, name: &str) -> String {
+    let out = sakura::command()
+        .args(["jobs", "run", name, "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+fn parquet_files(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            if !p.ends_with("_delta_log") {
+                n += parquet_files(&p);
+            }
+        } else if p.extension().is_some_and(|x| x == "parquet") {
+            n += 1;
+        }
+    }
+    n
+}
+
 #[test]
 fn compaction_turns_hundreds_of_small_files_into_a_few_while_ingest_commits() {
     assert_eq!(kafka::event_ts_us(12_000), 1_764_216_000_000_000);
@@ -22,7 +68,7 @@ fn compaction_turns_hundreds_of_small_files_into_a_few_while_ingest_commits() {
     tansu.create_topic("telemetry", 4);
     let (flight, http) = (free_port(), free_port());
     let storage = format!(
-        "[storage]\nurl = \"{}\"\n[scheduler]\nenabled = false\ninclude = [\"{}\"]\n",
+        "[storage]\nurl = \"{}\"\n[scheduler]\nenabled = false\ninclude = [\"{}\"]\n{VACUUM_AND_ZORDER}",
         tmp.path().join("data").display(),
         repo_root().join("conf/jobs/maintenance.toml").display()
     );
