@@ -168,4 +168,36 @@ fn compaction_turns_hundreds_of_small_files_into_a_few_while_ingest_commits() {
         runs.len() == 1 && runs[0].starts_with("succeeded,raw.telemetry: files"),
         "{runs:?}"
     );
+
+    // Z-order by host and time: still the same rows.
+    let out = run_job(&config, "zorder_by_host");
+    assert!(out.contains("z-ordered by host, ts"), "{out}");
+    assert_eq!(
+        sql(flight, CHECK).unwrap(),
+        before,
+        "z-ordering changed query results"
+    );
+
+    // Vacuum: the files compaction replaced are deleted from the store; the table reads the same.
+    let table_dir = tmp.path().join("data/raw/telemetry");
+    let on_disk = parquet_files(&table_dir);
+    let out = run_job(&config, "vacuum_now");
+    let deleted: usize = out
+        .split("deleted ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {out}"));
+    assert!(
+        deleted >= files[0],
+        "vacuum deleted {deleted} files, compaction replaced {}: {out}",
+        files[0]
+    );
+    assert_eq!(parquet_files(&table_dir), on_disk - deleted);
+    assert_eq!(
+        sql(flight, CHECK).unwrap(),
+        before,
+        "vacuum changed query results"
+    );
+    assert_eq!(sakura::counts(flight).unwrap(), (18_000, 18_000));
 }
