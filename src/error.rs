@@ -10,6 +10,8 @@ pub(crate) enum Error {
     #[error(transparent)]
     Jobs(jobs::Error),
     #[error(transparent)]
+    Ml(#[from] ml::Error),
+    #[error(transparent)]
     Flight(#[from] flight::Error),
     #[error(transparent)]
     Schema(#[from] schemas::Error),

@@ -5,6 +5,7 @@ mod demo;
 mod error;
 mod generator;
 mod jobs_cli;
+mod ml_cli;
 mod node;
 mod producer;
 mod sql_client;
@@ -104,6 +105,11 @@ enum Command {
         #[command(subcommand)]
         command: AuthCommand,
     },
+    /// Anomaly detection tools.
+    Ml {
+        #[command(subcommand)]
+        command: MlCommand,
+    },
     /// Scheduled jobs: list them, run one now (or backfill a window), show their history.
     Jobs {
         /// The configuration file (see sakura.example.toml).
@@ -111,6 +117,23 @@ enum Command {
         config: Option<PathBuf>,
         #[command(subcommand)]
         command: JobsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MlCommand {
+    /// Evaluate detectors on the Numenta Anomaly Benchmark: scores every data/**/*.csv causally,
+    /// writes <out>/<detector>/<category>/<detector>_<name>.csv and threshold.json, and prints
+    /// the standard, reward_low_FP_rate and reward_low_FN_rate scores.
+    Nab {
+        /// The NAB directory (with data/, labels/combined_windows.json, config/profiles.json).
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// One detector (default: all).
+        #[arg(long)]
+        detector: Option<String>,
     },
 }
 
@@ -284,6 +307,14 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Auth { command } => auth_command(command),
+        Command::Ml {
+            command:
+                MlCommand::Nab {
+                    data,
+                    out,
+                    detector,
+                },
+        } => ml_cli::nab_command(&data, &out, detector.as_deref()),
         Command::Jobs { config, command } => {
             let cfg = Config::load(config.as_deref())?;
             match command {

@@ -1,10 +1,12 @@
-//! Anomaly detection (filled in by the anomaly-detection issue).
+//! Anomaly detection.
 //!
-//! In: Arrow arrays of metric values (and timestamps). Out: anomaly scores in [0, 1] and trained
-//! models. This crate will hold the statistical baselines (windowed Gaussian, robust z-score,
-//! EWMA), Candle detectors (univariate forecaster/autoencoder, multivariate autoencoder), the
-//! model registry (safetensors + JSON metadata under `models/<name>/<version>/`) and the NAB
-//! scorer. It stays pure: no I/O besides the registry's object store.
+//! In: metric values (slices of `f64`, from Arrow arrays) in time order. Out: anomaly scores in
+//! [0, 1] from causal detectors, and the Numenta Anomaly Benchmark's scorer to evaluate them.
+//! Pure: no I/O. (The Candle detectors, model registry and SQL functions are still to come.)
 
-/// The detectors this crate will provide, by the name used in SQL and the config.
-pub const PLANNED_DETECTORS: [&str; 3] = ["windowed_gaussian", "robust_zscore", "ewma"];
+mod detectors;
+mod error;
+pub mod nab;
+
+pub use detectors::{Ewma, RobustZScore, WindowedGaussian};
+pub use error::{Error, Result};

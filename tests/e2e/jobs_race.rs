@@ -21,6 +21,13 @@ timeout = "10s"
 params = { statements = [ { sql = "SELECT count(*) FROM raw.telemetry" } ] }
 
 [[jobs]]
+name = "export_s3"
+kind = "export"
+every = "1d"
+enabled = false
+params = { sql = "SELECT job, status, fire_time FROM system.job_runs", url = "s3://lake/exports/runs/", format = "parquet" }
+
+[[jobs]]
 name = "slow"
 kind = "sql"
 every = "30s"
@@ -167,6 +174,25 @@ fn two_schedulers_run_each_fire_once_and_take_over_a_dead_nodes_fire() {
     assert!(
         ticks.iter().all(|r| r.3 == "succeeded" || r.3 == "skipped"),
         "{ticks:?}"
+    );
+
+    // An export to the S3 store (the storage settings reach it): Parquet objects appear.
+    let out = sakura::command()
+        .args(["jobs", "run", "export_s3", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && text.contains("rows as parquet to s3://lake/exports/runs/"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, listing) =
+        crate::procs::http("GET", s3.port, "/lake?list-type=2&prefix=exports/runs/").unwrap();
+    assert!(
+        status == 200 && listing.contains(".parquet</Key>"),
+        "{status}: {listing}"
     );
     let _ = tansu;
 }
