@@ -89,14 +89,22 @@ fn two_schedulers_run_each_fire_once_and_take_over_a_dead_nodes_fire() {
         start("node-b", &config, tmp.path()),
     ];
 
-    // The slow job's first fire: kill the node that started it, mid-run.
+    // Both nodes take tick fires; then the next slow fire: kill the node that starts it, mid-run.
+    wait_for("ticks from both nodes", Duration::from_secs(60), || {
+        let r = runs(nodes[0].1, "tick");
+        let ran: std::collections::BTreeSet<&str> = r.iter().map(|r| r.1.as_str()).collect();
+        (ran.len() == 2).then_some(())
+    });
+    let marks: Vec<usize> = nodes.iter().map(|(p, _)| p.output().len()).collect();
     let victim = wait_for(
         "a node to start the slow job",
         Duration::from_secs(90),
         || {
-            nodes.iter_mut().position(|(p, _)| {
+            nodes.iter_mut().zip(&marks).position(|((p, _), &mark)| {
                 p.assert_running();
-                p.output().contains("job run starting job=slow")
+                p.output()
+                    .get(mark..)
+                    .is_some_and(|new| new.contains("job run starting job=slow"))
             })
         },
     );
