@@ -1,5 +1,6 @@
 //! `sakura-bench ingest`: the ingest benchmark of issue 3, our side and the peers in one run.
-//! (`sakura-bench serve`, the serving benchmark of issue 4, is described in `serve.rs`.)
+//! (`sakura-bench serve`, the serving benchmark of issue 4, is described in `serve.rs`;
+//! `sakura-bench ml`, detector throughput, in `ml.rs`.)
 //!
 //! 1. Generates an NDJSON telemetry payload (default 5,000,000 events, ~140 bytes each).
 //! 2. **Pipeline stage**: the ingest writer (decode → Arrow → Parquet → Delta commit with
@@ -15,6 +16,7 @@
 mod e2e;
 mod error;
 mod kafka;
+mod ml;
 mod payload;
 mod pipeline;
 mod procs;
@@ -44,6 +46,8 @@ enum Command {
     /// The serving benchmark: a dashboard query suite over Flight SQL vs DuckDB, and a large
     /// result streamed to pyarrow.flight vs a local Parquet read.
     Serve(serve::ServeArgs),
+    /// Anomaly-detector scoring throughput, points per second on one core.
+    Ml(ml::MlArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -308,6 +312,7 @@ fn main() -> std::process::ExitCode {
     let outcome = match &cli.command {
         Command::Ingest(args) => ingest(args),
         Command::Serve(args) => serve::run(args),
+        Command::Ml(args) => ml::run(args),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -12,6 +12,8 @@ pub struct WindowedGaussian {
     pending: Vec<f64>,
     mean: f64,
     std: f64,
+    /// Welford's running sum of squared deviations while the window fills.
+    m2: f64,
 }
 
 impl Default for WindowedGaussian {
@@ -30,9 +32,11 @@ impl WindowedGaussian {
             pending: Vec::new(),
             mean: 0.0,
             std: 1.0,
+            m2: 0.0,
         }
     }
 
+    /// Two-pass mean and deviation of the whole window (after it slides).
     fn refit(&mut self) {
         let n = self.data.len() as f64;
         self.mean = self.data.iter().sum::<f64>() / n;
@@ -57,8 +61,16 @@ impl WindowedGaussian {
             1.0 - 0.5 * libm::erfc(z / std::f64::consts::SQRT_2)
         };
         if self.data.len() < self.window {
+            // While the window fills, update the fit in O(1) (Welford) instead of refitting.
             self.data.push(x);
-            self.refit();
+            let n = self.data.len() as f64;
+            let d = x - self.mean;
+            self.mean += d / n;
+            self.m2 += d * (x - self.mean);
+            self.std = (self.m2 / n).max(0.0).sqrt();
+            if self.std == 0.0 {
+                self.std = 0.000_001;
+            }
         } else {
             self.pending.push(x);
             if self.pending.len() == self.step {
