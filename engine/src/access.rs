@@ -76,6 +76,7 @@ pub async fn scoped_session(
     grants: &Grants,
 ) -> Result<SessionContext> {
     let scoped = SessionContext::new_with_config_rt(ctx.copied_config(), runtime);
+    crate::anomaly::register(&scoped);
     let source = ctx
         .catalog(catalog)
         .ok_or_else(|| DataFusionError::Plan(format!("no catalog {catalog}")))?;

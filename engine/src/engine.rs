@@ -73,6 +73,7 @@ impl Engine {
             config = config.with_target_partitions(cfg.target_partitions);
         }
         let ctx = SessionContext::new_with_config(config);
+        crate::anomaly::register(&ctx);
         let catalog = Arc::new(MemoryCatalogProvider::new());
         let mut schema_providers = Vec::new();
         for name in SCHEMAS {

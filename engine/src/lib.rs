@@ -8,6 +8,7 @@
 //! logs.
 
 mod access;
+mod anomaly;
 mod config;
 mod curated;
 mod engine;
@@ -16,6 +17,7 @@ mod ledger;
 mod live_table;
 
 pub use access::{Grants, pattern_matches, scoped_session};
+pub use anomaly::DETECTORS;
 pub use config::EngineConfig;
 pub use curated::CURATED;
 pub use engine::{CATALOG, Engine, TableInfo, list_tables};

@@ -338,5 +338,15 @@ fn incremental_rollup_equals_a_from_scratch_aggregate_through_late_events_and_a_
     );
     let (ok, out) = jobs(&config, &["history", "telemetry_1h"]);
     assert!(ok && out.matches("succeeded").count() >= 3, "{out}");
+    // The anomaly_score window function is there for Flight SQL callers (scoped sessions).
+    let scored = sql_count(
+        flight,
+        "SELECT count(s) FROM (SELECT anomaly_score(value, 'ewma') OVER (PARTITION BY host ORDER BY ts) AS s FROM raw.telemetry)",
+    )
+    .unwrap();
+    assert_eq!(
+        scored,
+        sql_count(flight, "SELECT count(*) FROM raw.telemetry").unwrap()
+    );
     serve.assert_running();
 }
