@@ -1,6 +1,7 @@
 //! `sakura ml nab`: runs a detector causally over the Numenta Anomaly Benchmark corpus, writes
 //! NAB's result layout and prints the three profile scores from the Rust port of NAB's scorer.
 
+use ml::Detector as _;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

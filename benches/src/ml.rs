@@ -2,6 +2,7 @@
 //! second, median of `--runs`), against the target of 1,000,000 points/s per core for
 //! the statistical detectors. No peer: the target is absolute.
 
+use ml::Detector as _;
 use std::time::Instant;
 
 /// A deterministic series: a daily-like sine, noise from a small LCG, and a spike every 5,000

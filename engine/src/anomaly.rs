@@ -4,6 +4,7 @@
 //! detectors' configured anomaly threshold. Detectors: `windowed_gaussian` (default),
 //! `robust_zscore`, `ewma`.
 
+use ml::Detector as _;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, Float64Array, StringArray};

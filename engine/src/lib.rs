@@ -23,4 +23,4 @@ pub use curated::CURATED;
 pub use engine::{CATALOG, Engine, TableInfo, list_tables};
 pub use error::{Error, Result};
 pub use ledger::IngestLedger;
-pub use live_table::LiveDeltaTable;
+pub use live_table::{LiveDeltaTable, open_table};

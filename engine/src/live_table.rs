@@ -14,7 +14,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
-use schemas::{Storage, TableDef};
+use schemas::{Storage, TableDef, TableRef};
 use tokio::sync::Mutex;
 
 struct State {
@@ -67,8 +67,15 @@ fn read_schema(schema: &SchemaRef) -> SchemaRef {
 
 /// Opens the Delta table of `def`; `None` while nothing has been written to it yet.
 pub(crate) async fn open_existing(storage: &Storage, def: &TableDef) -> Result<Option<DeltaTable>> {
+    open_table(storage, &def.table).await
+}
+
+/// Opens `table` under the storage root; `None` when no Delta table is there (yet).
+pub async fn open_table(storage: &Storage, table: &TableRef) -> Result<Option<DeltaTable>> {
+    let err =
+        |e: DeltaTableError| DataFusionError::External(format!("delta table {table}: {e}").into());
     let url = storage
-        .table_url(&def.table)
+        .table_url(table)
         .map_err(|e| DataFusionError::External(Box::new(e)))?;
     // A local table that was never written has no directory yet.
     if url.to_file_path().is_ok_and(|p| !p.exists()) {
@@ -76,11 +83,11 @@ pub(crate) async fn open_existing(storage: &Storage, def: &TableDef) -> Result<O
     }
     let mut table = DeltaTableBuilder::from_url(url)
         .and_then(|b| b.with_storage_options(storage.options.clone()).build())
-        .map_err(|e| delta_err(def, e))?;
+        .map_err(err)?;
     match table.load().await {
         Ok(()) => Ok(Some(table)),
         Err(DeltaTableError::NotATable(_)) => Ok(None),
-        Err(e) => Err(delta_err(def, e)),
+        Err(e) => Err(err(e)),
     }
 }
 

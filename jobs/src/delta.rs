@@ -45,15 +45,12 @@ fn builder(storage: &Storage, table: &TableRef) -> Result<DeltaTable> {
 
 /// The table, loaded; an error naming it when it does not exist.
 pub(crate) async fn open(storage: &Storage, table: &TableRef) -> Result<DeltaTable> {
-    let mut t = builder(storage, table)?;
-    match t.load().await {
-        Ok(()) => Ok(t),
-        Err(DeltaTableError::NotATable(_)) => Err(Error::config(
+    engine::open_table(storage, table).await?.ok_or_else(|| {
+        Error::config(
             "table",
             format!("{table} does not exist (no Delta table at its location)"),
-        )),
-        Err(e) => Err(Error::delta(table, "failed to load", e)),
-    }
+        )
+    })
 }
 
 /// The table, created with `def`'s schema when it does not exist yet.

@@ -183,11 +183,16 @@ impl History for MemoryHistory {
 #[derive(Debug, Clone)]
 pub struct DeltaHistory {
     engine: engine::Engine,
+    /// The table as of this process's last write: each record only reads the commits since.
+    table: Arc<tokio::sync::Mutex<Option<deltalake::DeltaTable>>>,
 }
 
 impl DeltaHistory {
     pub fn new(engine: engine::Engine) -> Self {
-        Self { engine }
+        Self {
+            engine,
+            table: Arc::default(),
+        }
     }
 }
 
@@ -335,13 +340,24 @@ pub(crate) fn from_batch(batch: &RecordBatch) -> Result<Vec<JobRun>> {
 impl History for DeltaHistory {
     async fn record(&self, run: &JobRun) -> Result<()> {
         let def = TableDef::job_runs();
-        let table = delta::open_or_create(self.engine.storage(), &def).await?;
+        let mut cached = self.table.lock().await;
+        let table = match cached.take() {
+            Some(mut t) => {
+                t.update_incremental(None)
+                    .await
+                    .map_err(|e| Error::delta(&def.table, "failed to refresh", e))?;
+                t
+            }
+            None => delta::open_or_create(self.engine.storage(), &def).await?,
+        };
         let batch = to_batch(std::slice::from_ref(run))?;
-        table
+        let table = table
             .write(vec![batch])
             .with_save_mode(SaveMode::Append)
             .await
             .map_err(|e| Error::delta(&def.table, "failed to record a job run", e))?;
+        *cached = Some(table);
+        drop(cached);
         self.engine.invalidate("system", "job_runs").await;
         Ok(())
     }

@@ -143,9 +143,11 @@ impl Scheduler {
     pub async fn run_now(&self, name: &str, window: Option<Window>) -> Result<JobRun> {
         let (job, kind) = self.find(name)?;
         let now = self.clock.now();
-        Ok(self
-            .attempt(&job, kind.as_ref(), now, Trigger::Manual, 1, window)
-            .await)
+        let (run, _) = self
+            .clone_parts()
+            .attempt_once(&job, kind.as_ref(), now, Trigger::Manual, 1, window)
+            .await;
+        Ok(run)
     }
 
     async fn job_loop(&self, job: Arc<Job>, kind: Arc<dyn JobKind>) {
@@ -356,20 +358,6 @@ impl Scheduler {
             warn!(job = %job.name, error = %e, "cannot mark the skipped fire done");
         }
     }
-
-    async fn attempt(
-        &self,
-        job: &Arc<Job>,
-        kind: &dyn JobKind,
-        fire: DateTime<Utc>,
-        trigger: Trigger,
-        attempt: u32,
-        window: Option<Window>,
-    ) -> JobRun {
-        self.clone_parts()
-            .attempt(job, kind, fire, trigger, attempt, window)
-            .await
-    }
 }
 
 /// What running a fire needs (cloned into the fire's task).
@@ -430,20 +418,6 @@ impl Runner {
                 }
             }
         }
-    }
-
-    async fn attempt(
-        &self,
-        job: &Arc<Job>,
-        kind: &dyn JobKind,
-        fire: DateTime<Utc>,
-        trigger: Trigger,
-        attempt: u32,
-        window: Option<Window>,
-    ) -> JobRun {
-        self.attempt_once(job, kind, fire, trigger, attempt, window)
-            .await
-            .0
     }
 
     /// One attempt under the job's timeout, recorded in the history. Also says whether a

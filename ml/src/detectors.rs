@@ -1,6 +1,17 @@
 //! Statistical detectors over one univariate series, each causal: the score of a value uses
 //! only the values before it. Scores are in [0, 1].
 
+/// A causal detector: each value is scored against those before it, then learned.
+pub trait Detector {
+    /// Scores `x` against the values seen so far, then learns it.
+    fn update(&mut self, x: f64) -> f64;
+
+    /// Scores a whole series in order.
+    fn score_series(&mut self, values: &[f64]) -> Vec<f64> {
+        values.iter().map(|&v| self.update(v)).collect()
+    }
+}
+
 /// NAB's Windowed Gaussian: the two-sided tail probability of a value under a normal fitted to
 /// the last `window` values (refitted every `step` values once the window is full); the score
 /// is `1 − P(tail)`, so a typical value scores ≈ 0.5 and an extreme one → 1.
@@ -51,9 +62,11 @@ impl WindowedGaussian {
             self.std = 0.000_001;
         }
     }
+}
 
+impl Detector for WindowedGaussian {
     /// Scores `x` against the values seen so far, then learns it.
-    pub fn update(&mut self, x: f64) -> f64 {
+    fn update(&mut self, x: f64) -> f64 {
         let score = if self.data.is_empty() {
             0.0
         } else {
@@ -80,11 +93,6 @@ impl WindowedGaussian {
             }
         }
         score
-    }
-
-    /// Scores a whole series.
-    pub fn score_series(&mut self, values: &[f64]) -> Vec<f64> {
-        values.iter().map(|&v| self.update(v)).collect()
     }
 }
 
@@ -135,8 +143,10 @@ impl RobustZScore {
             (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
         }
     }
+}
 
-    pub fn update(&mut self, x: f64) -> f64 {
+impl Detector for RobustZScore {
+    fn update(&mut self, x: f64) -> f64 {
         let score = if self.sorted.len() < 10 || !x.is_finite() {
             0.0
         } else {
@@ -166,10 +176,6 @@ impl RobustZScore {
             self.since_refit = self.since_refit.saturating_add(1);
         }
         score
-    }
-
-    pub fn score_series(&mut self, values: &[f64]) -> Vec<f64> {
-        values.iter().map(|&v| self.update(v)).collect()
     }
 }
 
@@ -201,8 +207,10 @@ impl Ewma {
             var: 0.0,
         }
     }
+}
 
-    pub fn update(&mut self, x: f64) -> f64 {
+impl Detector for Ewma {
+    fn update(&mut self, x: f64) -> f64 {
         if !x.is_finite() {
             return 0.0;
         }
@@ -221,10 +229,6 @@ impl Ewma {
         }
         self.seen += 1;
         score
-    }
-
-    pub fn score_series(&mut self, values: &[f64]) -> Vec<f64> {
-        values.iter().map(|&v| self.update(v)).collect()
     }
 }
 

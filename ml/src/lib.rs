@@ -8,5 +8,5 @@ mod detectors;
 mod error;
 pub mod nab;
 
-pub use detectors::{Ewma, RobustZScore, WindowedGaussian};
+pub use detectors::{Detector, Ewma, RobustZScore, WindowedGaussian};
 pub use error::{Error, Result};

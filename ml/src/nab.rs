@@ -222,7 +222,7 @@ mod reference {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::WindowedGaussian;
+    use crate::{Detector as _, WindowedGaussian};
 
     pub(crate) fn nab_dir() -> PathBuf {
         let dir = std::env::var_os("SAKURA_NAB_DIR").map_or_else(

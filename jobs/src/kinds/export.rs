@@ -9,7 +9,7 @@ use datafusion::dataframe::DataFrameWriteOptions;
 use serde::Deserialize;
 use url::Url;
 
-use super::window::WindowParams;
+use super::window::{Plan, WindowParams};
 use super::{JobKind, Outcome, RunContext};
 use crate::config::Job;
 use crate::{Error, Result};
@@ -94,18 +94,9 @@ impl JobKind for Export {
     async fn run(&self, ctx: RunContext) -> Result<Outcome> {
         let job = ctx.job.name.clone();
         let p: Params = ctx.job.params()?;
-        let window = match (ctx.window, p.window_params().spec(&job)?) {
-            (Some(w), _) => Some(w),
-            (None, Some(spec)) => match spec.window_for(ctx.fire_time, ctx.watermark) {
-                Some(w) => Some(w),
-                None => {
-                    return Ok(Outcome {
-                        detail: "nothing new since the watermark".into(),
-                        ..Outcome::default()
-                    });
-                }
-            },
-            (None, None) => None,
+        let window = match p.window_params().plan(&ctx)? {
+            Plan::Run(w) => w,
+            Plan::UpToDate => return Ok(Outcome::up_to_date()),
         };
         let sql = super::render_template(&job, &p.sql, window, ctx.fire_time)?;
         let mut url_text = super::render_template(&job, &p.url, window, ctx.fire_time)?;

@@ -55,6 +55,16 @@ pub struct Outcome {
     pub window: Option<Window>,
 }
 
+impl Outcome {
+    /// A run that found nothing new since the watermark.
+    pub(crate) fn up_to_date() -> Self {
+        Self {
+            detail: "nothing new since the watermark".into(),
+            ..Self::default()
+        }
+    }
+}
+
 /// A job kind.
 #[async_trait]
 pub trait JobKind: Send + Sync + std::fmt::Debug {

@@ -19,7 +19,7 @@ use deltalake::kernel::engine::arrow_conversion::TryIntoArrow;
 use deltalake::protocol::SaveMode;
 use serde::Deserialize;
 
-use super::window::WindowParams;
+use super::window::{Plan, WindowParams};
 use super::{JobKind, Outcome, RunContext};
 use crate::config::Job;
 use crate::delta;
@@ -276,19 +276,9 @@ impl JobKind for Sql {
     async fn run(&self, ctx: RunContext) -> Result<Outcome> {
         let job = ctx.job.name.clone();
         let p: Params = ctx.job.params()?;
-        let spec = p.window_params().spec(&job)?;
-        let window = match (ctx.window, spec) {
-            (Some(w), _) => Some(w),
-            (None, Some(spec)) => match spec.window_for(ctx.fire_time, ctx.watermark) {
-                Some(w) => Some(w),
-                None => {
-                    return Ok(Outcome {
-                        detail: "nothing new since the watermark".into(),
-                        ..Outcome::default()
-                    });
-                }
-            },
-            (None, None) => None,
+        let window = match p.window_params().plan(&ctx)? {
+            Plan::Run(w) => w,
+            Plan::UpToDate => return Ok(Outcome::up_to_date()),
         };
         let engine = ctx.engine()?.clone();
         let mut out = Outcome {
@@ -297,7 +287,7 @@ impl JobKind for Sql {
         };
         let mut parts = Vec::new();
         for (i, s) in p.statements.iter().enumerate() {
-            let mode = mode_of(&job, i, s, spec.is_some() || ctx.window.is_some())?;
+            let mode = mode_of(&job, i, s, window.is_some())?;
             let text = super::render_template(&job, &s.sql, window, ctx.fire_time)?;
             let df = engine.sql(&text).await?;
             let (batches, schema, read) = collect_counting(df).await?;

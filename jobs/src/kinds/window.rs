@@ -76,6 +76,28 @@ impl WindowParams {
     }
 }
 
+/// What a windowed kind processes in one run.
+pub(crate) enum Plan {
+    /// This window (`None`: the kind has no `window` param and processes everything).
+    Run(Option<Window>),
+    /// Nothing arrived since the watermark.
+    UpToDate,
+}
+
+impl WindowParams {
+    /// The run's window: the one chosen by hand, else the one after the job's watermark.
+    pub(crate) fn plan(&self, ctx: &super::RunContext) -> Result<Plan> {
+        Ok(match (ctx.window, self.spec(&ctx.job.name)?) {
+            (Some(w), _) => Plan::Run(Some(w)),
+            (None, Some(spec)) => match spec.window_for(ctx.fire_time, ctx.watermark) {
+                Some(w) => Plan::Run(Some(w)),
+                None => Plan::UpToDate,
+            },
+            (None, None) => Plan::Run(None),
+        })
+    }
+}
+
 fn floor(t: DateTime<Utc>, step: Duration) -> DateTime<Utc> {
     let step_us = i64::try_from(step.as_micros()).unwrap_or(i64::MAX).max(1);
     let us = t.timestamp_micros();
