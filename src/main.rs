@@ -336,10 +336,23 @@ async fn run(cli: Cli) -> Result<()> {
 /// (`sakura-bench ingest`). The variable only takes effect at process start, so `sakura`
 /// re-executes itself once with `MALLOC_ARENA_MAX=2` unless it is already set (set it to
 /// choose another value). See docs/adr/0005.
+///
+/// The same re-execution sets `RAYON_NUM_THREADS` (to the number of cores) when it is unset:
+/// Candle looks the thread count up before every matrix product, and without the variable
+/// that means reading the CPU topology from /proc and /sys each time — a NAB run of the
+/// forecaster spent 31 s in the kernel for 7 s of work (`sakura ml nab`).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn limit_malloc_arenas() {
     use std::os::unix::process::CommandExt;
-    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+    let mut missing: Vec<(&str, String)> = Vec::new();
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        missing.push(("MALLOC_ARENA_MAX", "2".into()));
+    }
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        missing.push(("RAYON_NUM_THREADS", cores.to_string()));
+    }
+    if missing.is_empty() {
         return;
     }
     let Ok(exe) = std::env::current_exe() else {
@@ -347,9 +360,11 @@ fn limit_malloc_arenas() {
     };
     let err = std::process::Command::new(exe)
         .args(std::env::args_os().skip(1))
-        .env("MALLOC_ARENA_MAX", "2")
+        .envs(missing)
         .exec();
-    eprintln!("warning: could not re-execute with MALLOC_ARENA_MAX=2 ({err}); continuing");
+    eprintln!(
+        "warning: could not re-execute with MALLOC_ARENA_MAX and RAYON_NUM_THREADS set ({err}); continuing"
+    );
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]

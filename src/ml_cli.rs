@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 struct Detector {
     name: &'static str,
     threshold: f64,
-    run: fn(&[f64]) -> Vec<f64>,
+    run: fn(&[f64]) -> Result<Vec<f64>>,
 }
 
 /// The detectors `--detector` accepts.
@@ -25,19 +25,45 @@ fn detectors() -> Vec<Detector> {
         Detector {
             name: "windowed_gaussian",
             threshold: 0.9999,
-            run: |v| ml::WindowedGaussian::default().score_series(v),
+            run: |v| Ok(ml::WindowedGaussian::default().score_series(v)),
         },
         Detector {
             name: "robust_zscore",
             threshold: 0.9999,
-            run: |v| ml::RobustZScore::default().score_series(v),
+            run: |v| Ok(ml::RobustZScore::default().score_series(v)),
         },
         Detector {
             name: "ewma",
             threshold: 0.9999,
-            run: |v| ml::Ewma::default().score_series(v),
+            run: |v| Ok(ml::Ewma::default().score_series(v)),
+        },
+        // The Candle forecaster scores on NAB's log-likelihood scale, where 0.5 is a
+        // likelihood (or a single error's normal tail) of 1 − 1e-5: NAB's "red" level.
+        Detector {
+            name: "forecaster",
+            threshold: 0.5,
+            run: run_forecaster,
         },
     ]
+}
+
+/// The online forecaster with NAB's probationary period for the series' length (the length
+/// only, never its labels): it trains on the first half and calibrates on the second.
+fn run_forecaster(values: &[f64]) -> Result<Vec<f64>> {
+    let probation = nab::probation_rows(values.len());
+    let mut f = ml::OnlineForecaster::new(ml::ForecasterConfig {
+        probation,
+        ..ml::ForecasterConfig::default()
+    })?;
+    let scores = f.score_series(values);
+    if f.errors > 0 {
+        return Err(Error::Task(format!(
+            "the forecaster failed on {} values, first: {}",
+            f.errors,
+            f.first_error.unwrap_or_default()
+        )));
+    }
+    Ok(scores)
 }
 
 fn io(context: String, e: std::io::Error) -> Error {
@@ -186,7 +212,7 @@ pub(crate) fn nab_command(data: &Path, out: &Path, detector: Option<&str>) -> Re
             let empty = Vec::new();
             let wins =
                 nab::locate_windows(&s.key, &s.timestamps, windows.get(&s.key).unwrap_or(&empty))?;
-            let scores = (d.run)(&s.values);
+            let scores = (d.run)(&s.values)?;
             points += scores.len();
             let detected: Vec<bool> = scores.iter().map(|&x| x >= d.threshold).collect();
             for (p, t) in profiles.iter().zip(totals.iter_mut()) {
