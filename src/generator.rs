@@ -14,11 +14,12 @@ const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
 
 /// Simulated seconds between two samples of a host.
 pub(crate) const STEP_SECS: i64 = 60;
-/// The injected schedule, in ticks (simulated minutes) from the start.
-const SPIKES_FROM_TICK: u64 = 10;
-const LEVEL_SHIFT_TICK: u64 = 40;
-const FAILING_HOST_TICK: u64 = 70;
-const FAILING_HOST_SILENT_TICK: u64 = 90;
+/// The injected schedule, in ticks (simulated minutes) from the start: three quiet hours
+/// first, so every detector has a baseline that the anomalies depart from.
+const SPIKES_FROM_TICK: u64 = 180;
+const LEVEL_SHIFT_TICK: u64 = 240;
+const FAILING_HOST_TICK: u64 = 300;
+const FAILING_HOST_SILENT_TICK: u64 = 320;
 const SHIFTED_SERVICE: &str = "payments";
 
 /// One message to produce.

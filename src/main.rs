@@ -1,5 +1,6 @@
 //! `sakura`: the command line. Each subcommand is a thin layer over the crates.
 
+mod anomaly_sink;
 mod config;
 mod demo;
 mod error;
@@ -134,6 +135,24 @@ enum MlCommand {
         /// One detector (default: all).
         #[arg(long)]
         detector: Option<String>,
+    },
+    /// Produce the demo generator's telemetry, logs and events for a simulated period ending
+    /// now (one sample per host and metric per minute, with its injected anomalies) to Kafka,
+    /// and write the anomalies it injected as JSON: ground truth to evaluate detectors against.
+    Generate {
+        /// Kafka bootstrap servers.
+        #[arg(long)]
+        brokers: String,
+        #[arg(long, default_value_t = 20)]
+        hosts: usize,
+        /// Simulated minutes (one tick each), ending now.
+        #[arg(long, default_value_t = 600)]
+        minutes: u64,
+        /// Where to write the injected anomalies (JSON).
+        #[arg(long)]
+        truth: PathBuf,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
     },
 }
 
@@ -315,6 +334,41 @@ async fn run(cli: Cli) -> Result<()> {
                     detector,
                 },
         } => ml_cli::nab_command(&data, &out, detector.as_deref()),
+        Command::Ml {
+            command:
+                MlCommand::Generate {
+                    brokers,
+                    hosts,
+                    minutes,
+                    truth,
+                    seed,
+                },
+        } => {
+            let stats = std::sync::Arc::new(producer::ProduceStats::default());
+            let s = stats.clone();
+            let injected = tokio::task::spawn_blocking(move || {
+                producer::generate_period(&brokers, hosts, minutes, seed, s)
+            })
+            .await
+            .map_err(|e| crate::error::Error::Task(e.to_string()))??;
+            let json: Vec<serde_json::Value> = injected
+                .iter()
+                .map(|i| {
+                    serde_json::json!({"kind": i.kind, "target": i.target, "metric": i.metric, "ts_us": i.ts_us})
+                })
+                .collect();
+            std::fs::write(&truth, serde_json::to_vec_pretty(&json).unwrap_or_default()).map_err(
+                |e| crate::error::Error::io(format!("cannot write {}", truth.display()), e),
+            )?;
+            println!(
+                "produced {} messages ({} failed); {} injected anomalies written to {}",
+                stats.acked.load(std::sync::atomic::Ordering::Relaxed),
+                stats.failed.load(std::sync::atomic::Ordering::Relaxed),
+                injected.len(),
+                truth.display()
+            );
+            Ok(())
+        }
         Command::Jobs { config, command } => {
             let cfg = Config::load(config.as_deref())?;
             match command {

@@ -98,3 +98,65 @@ pub(crate) fn run_generator(
     let _ = producer.flush(Duration::from_secs(10));
     Ok(generator.injected)
 }
+
+/// Produces `minutes` simulated minutes ending now, as fast as the broker takes them, and
+/// waits for every acknowledgement; returns what the generator injected.
+pub(crate) fn generate_period(
+    brokers: &str,
+    hosts: usize,
+    minutes: u64,
+    seed: u64,
+    stats: Arc<ProduceStats>,
+) -> Result<Vec<Injected>> {
+    let producer: ThreadedProducer<Counting> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "500000")
+        .set("batch.num.messages", "10000")
+        .create_with_context(Counting(stats.clone()))
+        .map_err(|source| Error::Kafka {
+            context: format!("failed to create a producer for {brokers}"),
+            source,
+        })?;
+    let minutes_i = i64::try_from(minutes).unwrap_or(i64::MAX / 120);
+    let mut generator = Generator::new(
+        hosts,
+        Utc::now() - chrono::Duration::seconds(minutes_i * STEP_SECS),
+        seed,
+        0,
+    );
+    for tick in 0..minutes {
+        for rec in generator.next_tick() {
+            let mut record = BaseRecord::to(rec.topic).key(&rec.key).payload(&rec.value);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        record = r;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err((e, _)) => {
+                        return Err(Error::Kafka {
+                            context: format!("failed to produce to {brokers}"),
+                            source: e,
+                        });
+                    }
+                }
+            }
+        }
+        if tick % 60 == 59 {
+            eprintln!(
+                "{} of {minutes} minutes, {} messages acknowledged",
+                tick + 1,
+                stats.acked.load(Ordering::Relaxed)
+            );
+        }
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .map_err(|source| Error::Kafka {
+            context: format!("not every message reached {brokers}"),
+            source,
+        })?;
+    Ok(generator.injected)
+}

@@ -77,6 +77,9 @@ pub async fn scoped_session(
 ) -> Result<SessionContext> {
     let scoped = SessionContext::new_with_config_rt(ctx.copied_config(), runtime);
     crate::anomaly::register(&scoped);
+    for (name, function) in ctx.state().table_functions() {
+        scoped.register_udtf(name, function.function().clone());
+    }
     let source = ctx
         .catalog(catalog)
         .ok_or_else(|| DataFusionError::Plan(format!("no catalog {catalog}")))?;

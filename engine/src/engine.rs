@@ -74,6 +74,12 @@ impl Engine {
         }
         let ctx = SessionContext::new_with_config(config);
         crate::anomaly::register(&ctx);
+        ctx.register_udtf(
+            "detect_anomalies",
+            Arc::new(crate::detect::DetectAnomalies {
+                registry: crate::models::ModelRegistry::for_storage(&storage)?,
+            }),
+        );
         let catalog = Arc::new(MemoryCatalogProvider::new());
         let mut schema_providers = Vec::new();
         for name in SCHEMAS {
@@ -111,6 +117,16 @@ impl Engine {
                 source,
             })?;
             system.register_table(name, table)?;
+        }
+        if let Some((_, ml)) = schema_providers.iter().find(|(n, _)| *n == "ml") {
+            let def = schemas::TableDef::ml_anomalies();
+            let name = def.table.name.clone();
+            let table = Arc::new(LiveDeltaTable::new(def, storage.clone(), refresh));
+            table.refresh(&state).await.map_err(|source| Error::Table {
+                table: format!("ml.{name}"),
+                source,
+            })?;
+            ml.register_table(name, table)?;
         }
         let curated = schema_providers
             .iter()

@@ -15,6 +15,18 @@ pub enum Error {
     },
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
+    #[error(transparent)]
+    Ml(#[from] ml::Error),
+    /// The model registry's object store failed.
+    #[error("model registry: {context}: {source}")]
+    Store {
+        context: String,
+        #[source]
+        source: object_store::Error,
+    },
+    /// A model that is not there or cannot be used.
+    #[error("model registry: {0}")]
+    Model(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

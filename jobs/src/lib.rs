@@ -27,7 +27,7 @@ pub use error::{Error, Result};
 pub use history::{
     DeltaHistory, History, JobRun, JobState, MemoryHistory, RunStatus, Trigger, Window,
 };
-pub use kinds::{HOOK_KINDS, JobKind, Kinds, Outcome, RunContext, WindowSpec, render_template};
+pub use kinds::{AnomalySink, JobKind, Kinds, Outcome, RunContext, WindowSpec, render_template};
 pub use lease::{Claim, LEASE_PREFIX, Leases};
 pub use metrics::JobMetrics;
 pub use schedule::Schedule;

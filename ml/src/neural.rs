@@ -306,8 +306,9 @@ impl SeriesState {
         let raw = z_err.map_or(0.0, |z| 1.0 - (-z * z / 18.0).exp());
         let mut tail = 1.0 - self.likelihood.update(raw);
         // A single error far outside the usual: its own two-sided normal tail.
+        // (Once about a hundred errors have set their usual size.)
         if let Some(z) = z_err
-            && self.seen >= self.learning
+            && self.seen >= self.learning + 100
         {
             tail = tail.min(libm::erfc(z / std::f64::consts::SQRT_2));
         }
@@ -320,7 +321,9 @@ impl SeriesState {
         };
         self.prev_tail = tail;
         let mut score = AnomalyLikelihood::log_score(1.0 - filtered);
-        if self.seen >= self.learning && self.max >= self.min {
+        // The range is judged once the probationary period has shown it (a shorter history
+        // mistakes a daily cycle's rise for an anomaly).
+        if self.seen >= cfg.probation && self.max >= self.min {
             let tolerance = cfg.spatial_tolerance * (self.max - self.min);
             if x > self.max + tolerance || x < self.min - tolerance {
                 score = 1.0;

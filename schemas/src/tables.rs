@@ -118,6 +118,32 @@ impl TableDef {
         }
     }
 
+    /// `ml.anomalies`: one row per anomaly an `ml_score` job found (appended per run; a rerun
+    /// of a window replaces that window's rows of the job).
+    pub fn ml_anomalies() -> Self {
+        let ts = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        Self {
+            table: TableRef::new("ml", "anomalies"),
+            kind: TableKind::System,
+            schema: Arc::new(Schema::new(vec![
+                Field::new("ts", ts(), false),
+                Field::new("series", DataType::Utf8, false),
+                Field::new("value", DataType::Float64, true),
+                Field::new("score", DataType::Float64, false),
+                Field::new(
+                    "contributing",
+                    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+                    true,
+                ),
+                Field::new("model", DataType::Utf8, false),
+                Field::new("model_version", DataType::Int32, false),
+                Field::new("job", DataType::Utf8, false),
+                Field::new("scored_at", ts(), false),
+            ])),
+            partition_columns: Vec::new(),
+        }
+    }
+
     /// `raw.dead_letters`: one row per message that could not be stored.
     pub fn dead_letters() -> Self {
         let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));

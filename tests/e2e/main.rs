@@ -24,6 +24,7 @@ mod formats_and_evolution;
 mod jobs_compaction;
 mod jobs_race;
 mod jobs_rollup;
+mod ml_detect;
 mod ml_nab;
 mod object_store_outages;
 mod rebalance;

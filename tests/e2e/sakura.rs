@@ -127,7 +127,7 @@ pub(crate) fn write_secured_config(
     )
 }
 
-fn write_config(
+pub(crate) fn write_config(
     dir: &Path,
     storage: &str,
     brokers: &str,

@@ -1,6 +1,7 @@
 //! What a job does when it fires. Each kind reads its `params`, runs, and reports what it did;
 //! the scheduler around it handles timing, leases, timeouts, retries and history.
 
+mod anomaly;
 mod export;
 mod maintenance;
 mod sql;
@@ -16,6 +17,7 @@ use crate::config::Job;
 use crate::history::{Trigger, Window};
 use crate::{Error, Result};
 
+pub use anomaly::AnomalySink;
 pub use window::{WindowSpec, render_template};
 
 /// Everything a run may use.
@@ -81,10 +83,6 @@ pub struct Kinds {
     kinds: BTreeMap<&'static str, Arc<dyn JobKind>>,
 }
 
-/// Kinds another module provides by calling [`Kinds::register`] (the anomaly-detection module
-/// registers `ml_train` and `ml_score`).
-pub const HOOK_KINDS: [&str; 2] = ["ml_train", "ml_score"];
-
 impl Kinds {
     /// `sql`, `compact`, `vacuum`, `retention` and `export`.
     pub fn builtin() -> Self {
@@ -94,7 +92,15 @@ impl Kinds {
         k.register(Arc::new(maintenance::Vacuum));
         k.register(Arc::new(maintenance::Retention));
         k.register(Arc::new(export::Export));
+        k.register(Arc::new(anomaly::MlTrain));
+        k.register(Arc::new(anomaly::MlScore::default()));
         k
+    }
+
+    /// `ml_score` sends its anomalies to `sink` (Kafka in the binary).
+    pub fn with_anomaly_sink(mut self, sink: Arc<dyn AnomalySink>) -> Self {
+        self.register(Arc::new(anomaly::MlScore { sink: Some(sink) }));
+        self
     }
 
     /// Adds (or replaces) a kind.
@@ -109,15 +115,10 @@ impl Kinds {
     /// The kind of `job`, after checking its params.
     pub fn for_job(&self, job: &Job) -> Result<Arc<dyn JobKind>> {
         let Some(kind) = self.kinds.get(job.kind.as_str()) else {
-            let why = if HOOK_KINDS.contains(&job.kind.as_str()) {
-                " (it is provided by the anomaly-detection module, which does not register it in this build)"
-            } else {
-                ""
-            };
             return Err(Error::config(
                 format!("jobs.{}.kind", job.name),
                 format!(
-                    "{:?} is not a job kind here{why}; kinds: {}",
+                    "{:?} is not a job kind; kinds: {}",
                     job.kind,
                     self.names().join(", ")
                 ),

@@ -1,0 +1,595 @@
+//! The anomaly-detection kinds.
+//!
+//! - `ml_train`: runs a SQL query over the training range (`lookback` before the fire time, or
+//!   the window given by hand), trains a forecaster (one model for every series the key
+//!   columns name) or an autoencoder (over each key's metric vector), and registers it as the
+//!   next version of `model` in the registry.
+//! - `ml_score`: scores the window after its watermark with the latest version of `model`
+//!   (reading `context` before it to warm up), replaces the job's rows of that window in the
+//!   Delta table `ml.anomalies`, and produces each anomaly as a JSON message to the Kafka
+//!   topic `topic` (default `anomalies`; `""` turns it off).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, Float64Array, Int32Array, ListArray, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, TimeUnit};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deltalake::datafusion::prelude::{col, lit};
+use deltalake::protocol::SaveMode;
+use serde::Deserialize;
+
+use super::window::{Plan, WindowParams};
+use super::{JobKind, Outcome, RunContext};
+use crate::config::{Job, parse_duration};
+use crate::delta;
+use crate::history::Window;
+use crate::{Error, Result};
+
+/// Where `ml_score` sends anomalies besides `ml.anomalies` (the binary provides Kafka).
+#[async_trait]
+pub trait AnomalySink: Send + Sync + std::fmt::Debug {
+    /// Sends each message (JSON) with its key to `topic`; returns once all are acknowledged.
+    async fn send(&self, topic: &str, messages: Vec<(String, String)>) -> Result<()>;
+}
+
+#[derive(Debug)]
+pub(crate) struct MlTrain;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainParams {
+    model: String,
+    /// `forecaster` (default) or `autoencoder`.
+    #[serde(default = "forecaster")]
+    model_kind: String,
+    sql: String,
+    /// Training range before the fire time.
+    #[serde(default = "day")]
+    lookback: String,
+    #[serde(default = "ts")]
+    ts: String,
+    key: Vec<String>,
+    #[serde(default = "value")]
+    value: String,
+    /// Autoencoder: the column naming the metric.
+    #[serde(default)]
+    metric_column: Option<String>,
+    /// Autoencoder: the metrics, in input order (default: every metric in the data).
+    #[serde(default)]
+    metrics: Vec<String>,
+    #[serde(default)]
+    threshold: Option<f64>,
+    /// Hyper-parameters over the kind's defaults (e.g. `{ epochs = 20, hidden = 32 }`).
+    #[serde(default)]
+    hyper: serde_json::Map<String, serde_json::Value>,
+}
+
+fn forecaster() -> String {
+    "forecaster".into()
+}
+fn day() -> String {
+    "24h".into()
+}
+fn ts() -> String {
+    "ts".into()
+}
+fn value() -> String {
+    "value".into()
+}
+fn anomalies() -> String {
+    "anomalies".into()
+}
+
+fn with_overrides<T: serde::Serialize + serde::de::DeserializeOwned>(
+    job: &str,
+    base: T,
+    hyper: &serde_json::Map<String, serde_json::Value>,
+) -> Result<T> {
+    let mut v = serde_json::to_value(base)
+        .map_err(|e| Error::job(job, format!("hyper-parameters: {e}")))?;
+    if let Some(obj) = v.as_object_mut() {
+        for (k, x) in hyper {
+            if !obj.contains_key(k) {
+                return Err(Error::config(
+                    format!("jobs.{job}.params.hyper.{k}"),
+                    format!(
+                        "not a hyper-parameter; these are: {}",
+                        obj.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            obj.insert(k.clone(), x.clone());
+        }
+    }
+    serde_json::from_value(v)
+        .map_err(|e| Error::config(format!("jobs.{job}.params.hyper"), e.to_string()))
+}
+
+impl TrainParams {
+    fn check(&self, job: &str) -> Result<()> {
+        parse_duration(&format!("jobs.{job}.params.lookback"), &self.lookback)?;
+        match self.model_kind.as_str() {
+            "forecaster" => {
+                with_overrides(job, ml::ForecasterConfig::default(), &self.hyper)?;
+            }
+            "autoencoder" => {
+                with_overrides(job, ml::AutoencoderConfig::default(), &self.hyper)?;
+                if self.metric_column.is_none() {
+                    return Err(Error::config(
+                        format!("jobs.{job}.params.metric_column"),
+                        "an autoencoder needs the column that names the metric",
+                    ));
+                }
+            }
+            other => {
+                return Err(Error::config(
+                    format!("jobs.{job}.params.model_kind"),
+                    format!("{other:?} is not one of forecaster, autoencoder"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn strings(b: &RecordBatch, name: &str, job: &str) -> Result<StringArray> {
+    let i = b
+        .schema()
+        .index_of(name)
+        .map_err(|_| Error::job(job, format!("the training query returns no column {name}")))?;
+    let a = cast(b.column(i), &DataType::Utf8)?;
+    a.as_any()
+        .downcast_ref::<StringArray>()
+        .cloned()
+        .ok_or_else(|| Error::job(job, format!("column {name} is not text")))
+}
+
+fn numbers(b: &RecordBatch, name: &str, job: &str, to: &DataType) -> Result<ArrayRef> {
+    let i = b
+        .schema()
+        .index_of(name)
+        .map_err(|_| Error::job(job, format!("the training query returns no column {name}")))?;
+    Ok(cast(b.column(i), to)?)
+}
+
+/// Training points: (series key, ts µs, metric, value).
+type Points = Vec<(String, i64, Option<String>, f64)>;
+
+fn points(batches: &[RecordBatch], p: &TrainParams, job: &str) -> Result<Points> {
+    let mut out = Vec::new();
+    for b in batches {
+        let ts = numbers(
+            b,
+            &p.ts,
+            job,
+            &DataType::Timestamp(TimeUnit::Microsecond, None),
+        )?;
+        let ts = ts
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .ok_or_else(|| Error::job(job, "ts is not a timestamp"))?
+            .clone();
+        let value = numbers(b, &p.value, job, &DataType::Float64)?;
+        let value = value
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .ok_or_else(|| Error::job(job, "value is not a number"))?
+            .clone();
+        let keys = p
+            .key
+            .iter()
+            .map(|k| strings(b, k, job))
+            .collect::<Result<Vec<_>>>()?;
+        let metric = p
+            .metric_column
+            .as_ref()
+            .map(|m| strings(b, m, job))
+            .transpose()?;
+        for i in 0..b.num_rows() {
+            if ts.is_null(i) || value.is_null(i) {
+                continue;
+            }
+            let key = keys
+                .iter()
+                .map(|k| if k.is_null(i) { "" } else { k.value(i) })
+                .collect::<Vec<_>>()
+                .join("/");
+            let m = metric
+                .as_ref()
+                .filter(|m| m.is_valid(i))
+                .map(|m| m.value(i).to_string());
+            out.push((key, ts.value(i), m, value.value(i)));
+        }
+    }
+    out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    Ok(out)
+}
+
+fn train(p: &TrainParams, job: &str, pts: &Points) -> Result<(ml::Model, ml::ModelSchema, f64)> {
+    let mut schema = ml::ModelSchema {
+        ts: p.ts.clone(),
+        key: p.key.clone(),
+        value: p.value.clone(),
+        metric_column: p.metric_column.clone(),
+        metrics: Vec::new(),
+    };
+    let ml_err = |e: ml::Error| Error::job(job, format!("training failed: {e}"));
+    if p.model_kind == "autoencoder" {
+        let mut metrics = p.metrics.clone();
+        if metrics.is_empty() {
+            metrics = pts.iter().filter_map(|x| x.2.clone()).collect();
+            metrics.sort();
+            metrics.dedup();
+        }
+        let index: BTreeMap<&str, usize> = metrics
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.as_str(), i))
+            .collect();
+        let mut vectors: BTreeMap<(&str, i64), Vec<Option<f64>>> = BTreeMap::new();
+        for (key, ts, m, v) in pts {
+            if let Some(&d) = m.as_deref().and_then(|m| index.get(m)) {
+                vectors
+                    .entry((key.as_str(), *ts))
+                    .or_insert_with(|| vec![None; metrics.len()])[d] = Some(*v);
+            }
+        }
+        let rows: Vec<Vec<f64>> = vectors
+            .into_values()
+            .filter(|v| v.iter().all(Option::is_some))
+            .map(|v| v.into_iter().flatten().collect())
+            .collect();
+        let cfg = with_overrides(job, ml::AutoencoderConfig::default(), &p.hyper)?;
+        let mut a = ml::Autoencoder::new(metrics.len(), cfg).map_err(ml_err)?;
+        let report = a.fit(&rows).map_err(ml_err)?;
+        schema.metrics = metrics;
+        Ok((ml::Model::Autoencoder(a), schema, report.final_loss))
+    } else {
+        let mut series: Vec<Vec<f64>> = Vec::new();
+        let mut last: Option<&str> = None;
+        for (key, _, _, v) in pts {
+            if last != Some(key.as_str()) {
+                series.push(Vec::new());
+                last = Some(key);
+            }
+            if let Some(s) = series.last_mut() {
+                s.push(*v);
+            }
+        }
+        let refs: Vec<&[f64]> = series.iter().map(Vec::as_slice).collect();
+        let cfg = with_overrides(job, ml::ForecasterConfig::default(), &p.hyper)?;
+        let mut f = ml::Forecaster::new(cfg).map_err(ml_err)?;
+        let report = f.fit(&refs).map_err(ml_err)?;
+        Ok((ml::Model::Forecaster(f), schema, report.final_loss))
+    }
+}
+
+#[async_trait]
+impl JobKind for MlTrain {
+    fn name(&self) -> &'static str {
+        "ml_train"
+    }
+
+    fn check(&self, job: &Job) -> Result<()> {
+        let p: TrainParams = job.params()?;
+        p.check(&job.name)
+    }
+
+    async fn run(&self, ctx: RunContext) -> Result<Outcome> {
+        let job = ctx.job.name.clone();
+        let p: TrainParams = ctx.job.params()?;
+        let lookback = parse_duration(&format!("jobs.{job}.params.lookback"), &p.lookback)?;
+        let window = ctx.window.unwrap_or(Window {
+            start: ctx.fire_time
+                - chrono::Duration::from_std(lookback).unwrap_or(chrono::Duration::days(1)),
+            end: ctx.fire_time,
+        });
+        let sql = super::render_template(&job, &p.sql, Some(window), ctx.fire_time)?;
+        let engine = ctx.engine()?;
+        let batches = engine.sql(&sql).await?.collect().await?;
+        let pts = points(&batches, &p, &job)?;
+        if pts.is_empty() {
+            return Err(Error::job(
+                &job,
+                format!(
+                    "no training data between {} and {}",
+                    window.start, window.end
+                ),
+            ));
+        }
+        let started = std::time::Instant::now();
+        let p2 = p.clone();
+        let job2 = job.clone();
+        let trained = tokio::task::spawn_blocking(move || train(&p2, &job2, &pts))
+            .await
+            .map_err(|e| Error::job(&job, format!("training stopped: {e}")))??;
+        let (model, schema, loss) = trained;
+        let seconds = started.elapsed().as_secs_f64();
+        let threshold = p.threshold.unwrap_or(match model {
+            ml::Model::Forecaster(_) => 0.5,
+            ml::Model::Autoencoder(_) => 0.9999,
+        });
+        let rows = batches.iter().map(RecordBatch::num_rows).sum::<usize>();
+        let meta = ml::ModelMeta {
+            name: p.model.clone(),
+            version: 0,
+            kind: String::new(),
+            params: serde_json::Value::Null,
+            schema,
+            threshold,
+            training_window: Some((window.start.to_rfc3339(), window.end.to_rfc3339())),
+            training: ml::TrainReport {
+                examples: rows,
+                final_loss: loss,
+                seconds,
+                ..ml::TrainReport::default()
+            },
+            created_at: String::new(),
+        };
+        let registry = engine::ModelRegistry::for_storage(engine.storage())
+            .map_err(|e| Error::job(&job, e.to_string()))?;
+        let stored = registry
+            .save(&model, meta)
+            .await
+            .map_err(|e| Error::job(&job, e.to_string()))?;
+        Ok(Outcome {
+            rows_read: u64::try_from(rows).unwrap_or(u64::MAX),
+            rows_written: 0,
+            detail: format!(
+                "trained {} version {} ({}) on {rows} rows in {seconds:.1} s, final loss {loss:.4}",
+                stored.name, stored.version, stored.kind
+            ),
+            window: Some(window),
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct MlScore {
+    pub(crate) sink: Option<Arc<dyn AnomalySink>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScoreParams {
+    model: String,
+    #[serde(default = "telemetry")]
+    table: String,
+    #[serde(default)]
+    filter: String,
+    /// History read before each window so the detector has warmed up.
+    #[serde(default = "two_hours")]
+    context: String,
+    #[serde(default = "anomalies")]
+    topic: String,
+    #[serde(default)]
+    window: Option<String>,
+    #[serde(default)]
+    delay: Option<String>,
+    #[serde(default)]
+    lookback: Option<String>,
+    #[serde(default)]
+    initial: Option<String>,
+    #[serde(default)]
+    open: bool,
+}
+
+fn telemetry() -> String {
+    "raw.telemetry".into()
+}
+fn two_hours() -> String {
+    "2h".into()
+}
+
+impl ScoreParams {
+    fn window_params(&self) -> WindowParams {
+        WindowParams {
+            window: self.window.clone(),
+            delay: self.delay.clone(),
+            lookback: self.lookback.clone(),
+            initial: self.initial.clone(),
+            open: self.open,
+        }
+    }
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+#[async_trait]
+impl JobKind for MlScore {
+    fn name(&self) -> &'static str {
+        "ml_score"
+    }
+
+    fn check(&self, job: &Job) -> Result<()> {
+        let p: ScoreParams = job.params()?;
+        if p.window_params().spec(&job.name)?.is_none() {
+            return Err(Error::config(
+                format!("jobs.{}.params.window", job.name),
+                "ml_score needs a window (e.g. \"10m\")",
+            ));
+        }
+        parse_duration(&format!("jobs.{}.params.context", job.name), &p.context)?;
+        delta::table_ref(&format!("jobs.{}.params.table", job.name), &p.table)?;
+        Ok(())
+    }
+
+    async fn run(&self, ctx: RunContext) -> Result<Outcome> {
+        let job = ctx.job.name.clone();
+        let p: ScoreParams = ctx.job.params()?;
+        let window = match p.window_params().plan(&ctx)? {
+            Plan::Run(Some(w)) => w,
+            Plan::Run(None) => return Err(Error::job(&job, "ml_score needs a window")),
+            Plan::UpToDate => return Ok(Outcome::up_to_date()),
+        };
+        let context = parse_duration(&format!("jobs.{job}.params.context"), &p.context)?;
+        let engine = ctx.engine()?;
+        let registry = engine::ModelRegistry::for_storage(engine.storage())
+            .map_err(|e| Error::job(&job, e.to_string()))?;
+        let request = engine::DetectRequest {
+            table: p.table.clone(),
+            filter: p.filter.clone(),
+            model: p.model.clone(),
+            range: Some(engine::ScoreRange {
+                context_from_us: micros(window.start)
+                    - i64::try_from(context.as_micros()).unwrap_or(0),
+                from_us: micros(window.start),
+                until_us: micros(window.end),
+            }),
+        };
+        let (meta, scored) = engine::detect(engine.session(), &registry, &request).await?;
+        let read = scored.num_rows();
+        let mask = scored
+            .column(4)
+            .as_any()
+            .downcast_ref::<arrow::array::BooleanArray>()
+            .cloned()
+            .ok_or_else(|| Error::job(&job, "detect_anomalies: is_anomaly"))?;
+        let found = arrow::compute::filter_record_batch(&scored, &mask)?;
+        let n = found.num_rows();
+        let now = Utc::now().timestamp_micros();
+        let def = schemas::TableDef::ml_anomalies();
+        let batch = RecordBatch::try_new(
+            def.schema.clone(),
+            vec![
+                found.column(0).clone(),
+                found.column(1).clone(),
+                found.column(2).clone(),
+                found.column(3).clone(),
+                found.column(5).clone(),
+                Arc::new(StringArray::from(vec![meta.name.clone(); n])),
+                Arc::new(Int32Array::from(vec![
+                    i32::try_from(meta.version)
+                        .unwrap_or(i32::MAX);
+                    n
+                ])),
+                Arc::new(StringArray::from(vec![job.clone(); n])),
+                Arc::new(TimestampMicrosecondArray::from(vec![now; n]).with_timezone("UTC")),
+            ],
+        )?;
+        // Replace this job's rows of the window: a rerun never duplicates anomalies.
+        let table = delta::open_or_create(engine.storage(), &def).await?;
+        let ts_lit = |t: DateTime<Utc>| {
+            lit(datafusion::common::ScalarValue::TimestampMicrosecond(
+                Some(micros(t)),
+                Some("UTC".into()),
+            ))
+        };
+        let predicate = col("job")
+            .eq(lit(job.clone()))
+            .and(col("ts").gt_eq(ts_lit(window.start)))
+            .and(col("ts").lt(ts_lit(window.end)));
+        if n == 0 {
+            table
+                .delete()
+                .with_predicate(predicate)
+                .await
+                .map_err(|e| Error::delta(&def.table, "failed to clear the window", e))?;
+        } else {
+            table
+                .write(vec![batch.clone()])
+                .with_save_mode(SaveMode::Overwrite)
+                .with_replace_where(predicate)
+                .await
+                .map_err(|e| Error::delta(&def.table, "failed to write anomalies", e))?;
+        }
+        engine.invalidate("ml", "anomalies").await;
+
+        let mut sent = 0;
+        if !p.topic.is_empty() && n > 0 {
+            let sink = self.sink.as_ref().ok_or_else(|| {
+                Error::job(
+                    &job,
+                    format!(
+                        "no Kafka producer to send anomalies to topic {:?} (set params.topic = \"\" to only write ml.anomalies)",
+                        p.topic
+                    ),
+                )
+            })?;
+            let messages = messages(&batch, &meta)?;
+            sent = messages.len();
+            sink.send(&p.topic, messages).await?;
+        }
+        Ok(Outcome {
+            rows_read: u64::try_from(read).unwrap_or(u64::MAX),
+            rows_written: u64::try_from(n).unwrap_or(u64::MAX),
+            detail: format!(
+                "{n} anomalies in {read} points with {} version {}; {sent} sent to {:?}",
+                meta.name, meta.version, p.topic
+            ),
+            window: Some(window),
+        })
+    }
+}
+
+/// One JSON message per anomaly, keyed by its series.
+fn messages(batch: &RecordBatch, meta: &ml::ModelMeta) -> Result<Vec<(String, String)>> {
+    let ts = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .cloned();
+    let series = batch
+        .column(1)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .cloned();
+    let value = batch
+        .column(2)
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .cloned();
+    let score = batch
+        .column(3)
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .cloned();
+    let contributing = batch
+        .column(4)
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .cloned();
+    let job = batch
+        .column(7)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .cloned();
+    let (Some(ts), Some(series), Some(value), Some(score), Some(contributing), Some(job)) =
+        (ts, series, value, score, contributing, job)
+    else {
+        return Err(Error::job("ml_score", "unexpected ml.anomalies columns"));
+    };
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let t = DateTime::<Utc>::from_timestamp_micros(ts.value(i)).unwrap_or_default();
+        let names: Vec<String> = if contributing.is_null(i) {
+            Vec::new()
+        } else {
+            let v = contributing.value(i);
+            v.as_any()
+                .downcast_ref::<StringArray>()
+                .map(|s| (0..s.len()).map(|j| s.value(j).to_string()).collect())
+                .unwrap_or_default()
+        };
+        let msg = serde_json::json!({
+            "ts": t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "series": series.value(i),
+            "value": if value.is_null(i) { None } else { Some(value.value(i)) },
+            "score": score.value(i),
+            "contributing": names,
+            "model": meta.name,
+            "model_version": meta.version,
+            "job": job.value(i),
+        });
+        out.push((series.value(i).to_string(), msg.to_string()));
+    }
+    Ok(out)
+}
