@@ -11,8 +11,10 @@ use rdkafka::mocking::MockCluster;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::generator::{Injected, STEP_SECS};
 use crate::node::Node;
 use crate::producer::{ProduceStats, run_generator};
+use chrono::{DateTime, Utc};
 use ingest::prom::counter;
 
 /// Options of `sakura demo`.
@@ -28,7 +30,12 @@ pub(crate) struct DemoOptions {
 }
 
 const MARKER: &str = ".sakura-demo";
-const TOPICS: [(&str, i32); 3] = [("telemetry", 4), ("logs", 2), ("events", 2)];
+const TOPICS: [(&str, i32); 4] = [
+    ("telemetry", 4),
+    ("logs", 2),
+    ("events", 2),
+    ("anomalies", 1),
+];
 
 pub(crate) const EXAMPLES: [(&str, &str); 8] = [
     (
@@ -76,6 +83,10 @@ fn demo_jobs() -> Result<Vec<jobs::JobDef>> {
         "conf/jobs/maintenance.toml",
         include_str!("../conf/jobs/maintenance.toml"),
     )?);
+    defs.extend(jobs::parse_jobs_toml(
+        "conf/jobs/ml.toml",
+        include_str!("../conf/jobs/ml.toml"),
+    )?);
     let mut out = Vec::new();
     for mut def in defs {
         let every = match def.name.as_str() {
@@ -83,6 +94,8 @@ fn demo_jobs() -> Result<Vec<jobs::JobDef>> {
             "log_levels_1d" => "30s",
             "compact_raw_telemetry" | "compact_raw_logs" => "60s",
             "retention_raw_logs" => "5m",
+            "train_host_metrics" => "40s",
+            "score_host_metrics" => "30s",
             _ => continue,
         };
         def.cron = None;
@@ -97,9 +110,136 @@ fn demo_jobs() -> Result<Vec<jobs::JobDef>> {
             def.params
                 .insert("open".into(), serde_json::Value::Bool(true));
         }
+        let text = |v: &str| serde_json::Value::String(v.into());
+        if def.kind == "ml_train" {
+            // Retrain on everything the demo has so far (its day of backfill), quickly.
+            def.params.insert("lookback".into(), text("26h"));
+            def.params
+                .insert("hyper".into(), serde_json::json!({ "epochs": 3 }));
+        }
+        if def.kind == "ml_score" {
+            // The simulated clock lags the wall clock, so new events land before the job's
+            // watermark: each run rescores the whole day (its rows of ml.anomalies are
+            // replaced, so they never double; the topic gets them again).
+            for (k, v) in [("delay", "0s"), ("lookback", "26h"), ("initial", "26h")] {
+                def.params.insert(k.into(), text(v));
+            }
+            def.params
+                .insert("open".into(), serde_json::Value::Bool(true));
+        }
         out.push(def);
     }
     Ok(out)
+}
+
+/// Whether a flag of `series` ("host/metric") at `ts` (µs) is explained by the injected `i`:
+/// a spike within 3 minutes on its host and metric, the level shift within 15 minutes on the
+/// shifted service's latency, the failing host within 15 minutes on any of its metrics.
+fn explains(i: &Injected, series: &str, ts: i64) -> bool {
+    let minute = STEP_SECS * 1_000_000;
+    let within = if i.kind == "spike" { 3 } else { 15 } * minute;
+    if ts < i.ts_us || ts > i.ts_us + within {
+        return false;
+    }
+    let (host, metric) = series.split_once('/').unwrap_or((series, ""));
+    match i.kind {
+        "spike" => host == i.target && metric == i.metric,
+        "level_shift" => host.starts_with(&format!("{}-", i.target)) && metric == i.metric,
+        _ => host == i.target,
+    }
+}
+
+/// What the scheduled `ml_score` job wrote to `ml.anomalies`, against what was injected.
+async fn print_found(engine: &engine::Engine, injected: &[Injected]) {
+    use datafusion::arrow::array::{Array, StringArray, TimestampMicrosecondArray};
+    let flags: Vec<(String, i64)> = match async {
+        engine.invalidate("ml", "anomalies").await;
+        engine
+            .sql("SELECT series, ts FROM ml.anomalies")
+            .await?
+            .collect()
+            .await
+    }
+    .await
+    {
+        Ok(batches) => batches
+            .iter()
+            .flat_map(|b| {
+                // Strings may come back as views and times with a zone: cast to plain types.
+                use datafusion::arrow::compute::cast;
+                use datafusion::arrow::datatypes::{DataType, TimeUnit};
+                let series = cast(b.column(0), &DataType::Utf8)
+                    .ok()
+                    .and_then(|a| a.as_any().downcast_ref::<StringArray>().cloned());
+                let ts = cast(
+                    b.column(1),
+                    &DataType::Timestamp(TimeUnit::Microsecond, None),
+                )
+                .ok()
+                .and_then(|a| {
+                    a.as_any()
+                        .downcast_ref::<TimestampMicrosecondArray>()
+                        .cloned()
+                });
+                match (series, ts) {
+                    (Some(s), Some(t)) => (0..b.num_rows())
+                        .map(|i| (s.value(i).to_string(), t.value(i)))
+                        .collect(),
+                    _ => Vec::new(),
+                }
+            })
+            .collect(),
+        Err(e) => {
+            println!("Anomaly detection: cannot read ml.anomalies ({e})");
+            return;
+        }
+    };
+    if flags.is_empty() {
+        println!(
+            "Anomaly detection: ml.anomalies is empty (the ml_train and ml_score jobs run 40 s and 30 s in; run the demo longer)."
+        );
+        return;
+    }
+    let found: Vec<&Injected> = injected
+        .iter()
+        .filter(|i| flags.iter().any(|(s, t)| explains(i, s, *t)))
+        .collect();
+    let explained = flags
+        .iter()
+        .filter(|(s, t)| injected.iter().any(|i| explains(i, s, *t)))
+        .count();
+    println!(
+        "Anomaly detection (Candle forecaster, scheduled ml_score): {} anomalies in ml.anomalies, {explained} of them at injected ones; found {} of {} injected:",
+        flags.len(),
+        found.len(),
+        injected.len()
+    );
+    const SHOWN: usize = 20;
+    if injected.len() > SHOWN {
+        println!("  (the last {SHOWN})");
+    }
+    for i in injected.iter().skip(injected.len().saturating_sub(SHOWN)) {
+        let when = DateTime::<Utc>::from_timestamp_micros(i.ts_us)
+            .map(|t| t.format("%H:%M").to_string())
+            .unwrap_or_default();
+        let hit = flags
+            .iter()
+            .filter(|(s, t)| explains(i, s, *t))
+            .min_by_key(|(_, t)| *t);
+        match hit {
+            Some((s, t)) => println!(
+                "  found  {:<12} {} {:<10} at {when} (flagged {s} {} min later)",
+                i.kind,
+                i.target,
+                i.metric,
+                (t - i.ts_us) / (STEP_SECS * 1_000_000)
+            ),
+            None => println!(
+                "  missed {:<12} {} {:<10} at {when}",
+                i.kind, i.target, i.metric
+            ),
+        }
+    }
 }
 
 /// Empties a directory the demo made before, and refuses any other non-empty directory: its
@@ -205,6 +345,8 @@ fn print_connect(f: std::net::SocketAddr, http: std::net::SocketAddr) {
   Tables (Delta): catalog sakura, schema raw: telemetry, logs, events, dead_letters;
                   curated.telemetry_1h, curated.log_levels_1d (scheduled rollups);
                   system.jobs, system.job_runs (the scheduler), system.ingest_ledger
+                  ml.anomalies (the scheduled ml_score job; also on Kafka topic anomalies)
+  Anomalies:      SELECT * FROM detect_anomalies('raw.telemetry', '', 'host_metrics', '2 hours') WHERE is_anomaly
 "
     );
 }
@@ -340,6 +482,23 @@ pub(crate) async fn run(opts: DemoOptions) -> Result<()> {
     while node.stats.snapshot().messages_consumed < acked && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // One last scoring pass over everything ingested, so the summary covers the whole run.
+    if outcome.is_ok() {
+        let last = async {
+            crate::jobs_cli::scheduler(&cfg, &node.engine)?
+                .run_now("score_host_metrics", None)
+                .await
+                .map_err(Error::from)
+        };
+        match last.await {
+            Ok(run) => println!(
+                "Final ml_score run: {} ({})",
+                run.status.as_str(),
+                run.error.unwrap_or(run.detail)
+            ),
+            Err(e) => println!("Final ml_score run failed: {e}"),
+        }
+    }
     let engine = node.engine.clone();
     let http_addr = node.http_addr;
     let stats = node.stats.clone();
@@ -361,6 +520,7 @@ pub(crate) async fn run(opts: DemoOptions) -> Result<()> {
         .collect();
     notes.insert(0, format!("{spikes} spikes"));
     println!("Injected anomalies: {}", notes.join(", "));
+    print_found(&engine, &injected).await;
     if !examples_shown {
         print_examples(&engine).await;
         println!(

@@ -329,7 +329,7 @@ mod tests {
     fn schedule_injects_level_shift_and_failing_host() {
         let start = DateTime::<Utc>::from_timestamp(1_764_374_400, 0).unwrap();
         let mut g = Generator::new(20, start, 7, 0);
-        for _ in 0..=FAILING_HOST_SILENT_TICK {
+        for _ in 0..=FAILING_HOST_SILENT_TICK + 200 {
             g.next_tick();
         }
         let kinds: Vec<_> = g.injected.iter().map(|i| i.kind).collect();

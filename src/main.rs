@@ -132,9 +132,9 @@ enum MlCommand {
         data: PathBuf,
         #[arg(long)]
         out: PathBuf,
-        /// One detector (default: all).
-        #[arg(long)]
-        detector: Option<String>,
+        /// The detector, or `all` (default: forecaster, the Candle model).
+        #[arg(long, default_value = "forecaster")]
+        detector: String,
     },
     /// Produce the demo generator's telemetry, logs and events for a simulated period ending
     /// now (one sample per host and metric per minute, with its injected anomalies) to Kafka,
@@ -153,6 +153,13 @@ enum MlCommand {
         truth: PathBuf,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+    },
+    /// List the models in the registry (`<storage root>/models/`): every version with its kind,
+    /// training window, training report and threshold.
+    Models {
+        /// The configuration file (see sakura.example.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -333,7 +340,13 @@ async fn run(cli: Cli) -> Result<()> {
                     out,
                     detector,
                 },
-        } => ml_cli::nab_command(&data, &out, detector.as_deref()),
+        } => ml_cli::nab_command(&data, &out, &detector),
+        Command::Ml {
+            command: MlCommand::Models { config },
+        } => {
+            let cfg = Config::load(config.as_deref())?;
+            ml_cli::models_command(&cfg).await
+        }
         Command::Ml {
             command:
                 MlCommand::Generate {

@@ -161,17 +161,17 @@ struct Totals {
     fn_: usize,
 }
 
-pub(crate) fn nab_command(data: &Path, out: &Path, detector: Option<&str>) -> Result<()> {
+pub(crate) fn nab_command(data: &Path, out: &Path, detector: &str) -> Result<()> {
     let all = detectors();
     let chosen: Vec<&Detector> = match detector {
-        None => all.iter().collect(),
-        Some(name) => vec![
+        "all" => all.iter().collect(),
+        name => vec![
             all.iter()
                 .find(|d| d.name == name)
                 .ok_or_else(|| Error::Config {
                     key: "--detector".into(),
                     message: format!(
-                        "{name:?} is not a detector; detectors: {}",
+                        "{name:?} is not a detector; detectors: all, {}",
                         all.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
                     ),
                 })?,
@@ -264,6 +264,41 @@ pub(crate) fn nab_command(data: &Path, out: &Path, detector: Option<&str>) -> Re
             st.tp,
             st.fp,
             started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// `sakura ml models`: every registered model version.
+pub(crate) async fn models_command(cfg: &crate::config::Config) -> Result<()> {
+    let registry = engine::ModelRegistry::for_storage(&cfg.storage()?)?;
+    let models = registry.list().await?;
+    if models.is_empty() {
+        println!(
+            "no models under {}/models/ (an ml_train job registers them)",
+            cfg.storage.url
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:>7} {:<12} {:<24} {:<45} {:>9} {:>10} {:>9}",
+        "model", "version", "kind", "created_at", "training window", "rows", "loss", "threshold"
+    );
+    for m in models {
+        let window = m
+            .training_window
+            .as_ref()
+            .map_or_else(|| "-".to_string(), |(a, b)| format!("{a}..{b}"));
+        println!(
+            "{:<20} {:>7} {:<12} {:<24} {:<45} {:>9} {:>10.4} {:>9}",
+            m.name,
+            m.version,
+            m.kind,
+            m.created_at,
+            window,
+            m.training.examples,
+            m.training.final_loss,
+            m.threshold
         );
     }
     Ok(())

@@ -13,7 +13,7 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 use tracing::warn;
 
 use crate::error::{Error, Result};
-use crate::generator::{Generator, Injected, METRICS, STEP_SECS};
+use crate::generator::{Generator, Injected, METRICS, Record, STEP_SECS};
 
 /// Counts of the producer, shared with progress reporting.
 #[derive(Debug, Default)]
@@ -37,6 +37,34 @@ impl ProducerContext for Counting {
     }
 }
 
+fn producer(brokers: &str, stats: Arc<ProduceStats>) -> Result<ThreadedProducer<Counting>> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "500000")
+        .set("batch.num.messages", "10000")
+        .create_with_context(Counting(stats))
+        .map_err(|source| Error::Kafka {
+            context: format!("failed to create a producer for {brokers}"),
+            source,
+        })
+}
+
+/// Hands `rec` to the producer, waiting while its queue is full.
+fn send(producer: &ThreadedProducer<Counting>, rec: &Record) -> Result<(), KafkaError> {
+    let mut record = BaseRecord::to(rec.topic).key(&rec.key).payload(&rec.value);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
 /// Runs the generator against `brokers` at `rate` telemetry messages per second until `stop`;
 /// simulated time starts `backfill` ago and never runs ahead of the wall clock. Returns what it
 /// injected.
@@ -48,16 +76,7 @@ pub(crate) fn run_generator(
     stats: Arc<ProduceStats>,
     stop: Arc<AtomicBool>,
 ) -> Result<Vec<Injected>> {
-    let producer: ThreadedProducer<Counting> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "20")
-        .set("queue.buffering.max.messages", "500000")
-        .set("batch.num.messages", "10000")
-        .create_with_context(Counting(stats))
-        .map_err(|source| Error::Kafka {
-            context: format!("failed to create a producer for {brokers}"),
-            source,
-        })?;
+    let producer = producer(brokers, stats)?;
     let mut generator = Generator::new(hosts, Utc::now() - backfill, 42, 1000);
     let per_tick = (generator.hosts() * METRICS.len()) as f64;
     let tick_every = Duration::from_secs_f64(per_tick / rate.max(1) as f64);
@@ -74,19 +93,8 @@ pub(crate) fn run_generator(
             continue;
         }
         for rec in generator.next_tick() {
-            let mut record = BaseRecord::to(rec.topic).key(&rec.key).payload(&rec.value);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        record = r;
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err((e, _)) => {
-                        warn!(error = %e, "produce failed");
-                        break;
-                    }
-                }
+            if let Err(e) = send(&producer, &rec) {
+                warn!(error = %e, "produce failed");
             }
         }
         ticks += 1;
@@ -108,16 +116,7 @@ pub(crate) fn generate_period(
     seed: u64,
     stats: Arc<ProduceStats>,
 ) -> Result<Vec<Injected>> {
-    let producer: ThreadedProducer<Counting> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "20")
-        .set("queue.buffering.max.messages", "500000")
-        .set("batch.num.messages", "10000")
-        .create_with_context(Counting(stats.clone()))
-        .map_err(|source| Error::Kafka {
-            context: format!("failed to create a producer for {brokers}"),
-            source,
-        })?;
+    let producer = producer(brokers, stats.clone())?;
     let minutes_i = i64::try_from(minutes).unwrap_or(i64::MAX / 120);
     let mut generator = Generator::new(
         hosts,
@@ -127,22 +126,10 @@ pub(crate) fn generate_period(
     );
     for tick in 0..minutes {
         for rec in generator.next_tick() {
-            let mut record = BaseRecord::to(rec.topic).key(&rec.key).payload(&rec.value);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        record = r;
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err((e, _)) => {
-                        return Err(Error::Kafka {
-                            context: format!("failed to produce to {brokers}"),
-                            source: e,
-                        });
-                    }
-                }
-            }
+            send(&producer, &rec).map_err(|source| Error::Kafka {
+                context: format!("failed to produce to {brokers}"),
+                source,
+            })?;
         }
         if tick % 60 == 59 {
             eprintln!(

@@ -21,6 +21,8 @@ pub(crate) enum Error {
     },
     #[error("{0}")]
     Failed(String),
+    #[error(transparent)]
+    Ml(#[from] ml::Error),
 }
 
 impl Error {

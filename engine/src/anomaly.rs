@@ -1,8 +1,10 @@
 //! `anomaly_score(value [, 'detector']) OVER (PARTITION BY … ORDER BY ts)`: a window function
 //! that runs one of the `ml` crate's causal detectors over each partition in window order, so
 //! each row's score uses only the rows before it. Scores are in [0, 1]; ≥ 0.9999 is the
-//! detectors' configured anomaly threshold. Detectors: `windowed_gaussian` (default),
-//! `robust_zscore`, `ewma`.
+//! statistical detectors' configured anomaly threshold. Detectors: `windowed_gaussian`
+//! (default: the fastest), `robust_zscore`, `ewma`, and `forecaster` — the Candle forecaster
+//! trained online on the partition (NAB's probationary period for its length), whose scores are
+//! on NAB's log scale with 0.5 as the threshold.
 
 use ml::Detector as _;
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 
 /// The detectors `anomaly_score` accepts.
-pub const DETECTORS: [&str; 3] = ["windowed_gaussian", "robust_zscore", "ewma"];
+pub const DETECTORS: [&str; 4] = ["windowed_gaussian", "robust_zscore", "ewma", "forecaster"];
 
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct AnomalyScore {
@@ -96,6 +98,21 @@ impl PartitionEvaluator for Evaluator {
             "windowed_gaussian" => ml::WindowedGaussian::default().score_series(&present),
             "robust_zscore" => ml::RobustZScore::default().score_series(&present),
             "ewma" => ml::Ewma::default().score_series(&present),
+            "forecaster" => {
+                let mut f = ml::OnlineForecaster::new(ml::ForecasterConfig {
+                    probation: ml::nab::probation_rows(present.len()),
+                    ..ml::ForecasterConfig::default()
+                })
+                .map_err(|e| DataFusionError::Execution(format!("anomaly_score: {e}")))?;
+                let scores = f.score_series(&present);
+                if let Some(e) = f.first_error {
+                    return Err(DataFusionError::Execution(format!(
+                        "anomaly_score: the forecaster failed on {} values, first: {e}",
+                        f.errors
+                    )));
+                }
+                scores
+            }
             other => {
                 return Err(DataFusionError::Plan(format!(
                     "anomaly_score: no detector {other:?}; detectors: {}",

@@ -15,7 +15,6 @@
 //! autoencoder scores each key's metric vector per timestamp (only where every metric it was
 //! trained on is present) and names the metrics that contributed.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -358,27 +357,12 @@ pub async fn detect(
             };
             meta.check_schema(&columns, Some(&present))
                 .map_err(|e| plan_err(e.to_string()))?;
-            let index: BTreeMap<&str, usize> = s
-                .metrics
-                .iter()
-                .enumerate()
-                .map(|(i, m)| (m.as_str(), i))
-                .collect();
-            // (series, ts) → the metric vector.
-            let mut vectors: BTreeMap<(&str, i64), Vec<Option<f64>>> = BTreeMap::new();
-            for p in &points {
-                let Some(&d) = p.metric.as_deref().and_then(|m| index.get(m)) else {
-                    continue;
-                };
-                vectors
-                    .entry((p.key.as_str(), p.ts))
-                    .or_insert_with(|| vec![None; a.dims()])[d] = Some(p.value);
-            }
-            let complete: Vec<((&str, i64), Vec<f64>)> = vectors
-                .into_iter()
-                .filter(|(_, v)| v.iter().all(Option::is_some))
-                .map(|(k, v)| (k, v.into_iter().flatten().collect()))
-                .collect();
+            let complete = ml::metric_vectors(
+                points
+                    .iter()
+                    .filter_map(|p| Some((p.key.as_str(), p.ts, p.metric.as_deref()?, p.value))),
+                &s.metrics,
+            );
             let rows: Vec<Vec<f64>> = complete.iter().map(|(_, v)| v.clone()).collect();
             let scores = a.score(&rows).map_err(ml_err)?;
             for (((key, ts), v), sc) in complete.iter().zip(scores) {

@@ -19,5 +19,5 @@ pub use likelihood::AnomalyLikelihood;
 pub use model::{Model, ModelMeta, ModelSchema};
 pub use neural::{
     Autoencoder, AutoencoderConfig, AutoencoderStats, Forecaster, ForecasterConfig, Mlp,
-    OnlineForecaster, TrainReport, VectorScore,
+    OnlineForecaster, TrainReport, VectorScore, metric_vectors,
 };

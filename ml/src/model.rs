@@ -165,3 +165,74 @@ impl Model {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(kind: &str, metrics: &[&str]) -> ModelMeta {
+        ModelMeta {
+            name: "m".into(),
+            version: 3,
+            kind: kind.into(),
+            params: serde_json::Value::Null,
+            schema: ModelSchema {
+                ts: "ts".into(),
+                key: vec!["host".into()],
+                value: "value".into(),
+                metric_column: Some("metric".into()),
+                metrics: metrics.iter().map(|m| m.to_string()).collect(),
+            },
+            threshold: 0.9999,
+            training_window: None,
+            training: TrainReport::default(),
+            created_at: String::new(),
+        }
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn schema_checks_name_what_is_missing() {
+        let m = meta("autoencoder", &["cpu", "mem"]);
+        let cols = strings(&["ts", "host", "metric", "value"]);
+        m.check_schema(&cols, Some(&strings(&["cpu", "mem", "disk"])))
+            .unwrap();
+        let e = m
+            .check_schema(&strings(&["ts", "metric", "value"]), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("model m version 3") && e.contains("\"host\""),
+            "{e}"
+        );
+        let e = m
+            .check_schema(&cols, Some(&strings(&["cpu"])))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("needs the metrics") && e.contains("\"mem\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn metric_vectors_keep_complete_rows_in_metric_order() {
+        let metrics = strings(&["cpu", "mem"]);
+        let points = [
+            ("a", 1, "mem", 2.0),
+            ("a", 1, "cpu", 1.0),
+            ("a", 2, "cpu", 3.0), // no mem at 2: dropped
+            ("b", 1, "cpu", 5.0),
+            ("b", 1, "mem", 6.0),
+            ("b", 1, "disk", 9.0), // not a model metric
+        ];
+        let v = crate::metric_vectors(points, &metrics);
+        assert_eq!(
+            v,
+            vec![(("a", 1), vec![1.0, 2.0]), (("b", 1), vec![5.0, 6.0])]
+        );
+    }
+}

@@ -14,7 +14,7 @@
 //! Weights travel as safetensors ([`Mlp::to_safetensors`]); the model registry stores them with
 //! a JSON [`crate::ModelMeta`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{AdamW, Linear, Optimizer, ParamsAdamW};
@@ -161,6 +161,14 @@ impl Mlp {
     }
 }
 
+fn clip(z: f64) -> f32 {
+    if z.is_finite() {
+        z.clamp(-10.0, 10.0) as f32
+    } else {
+        0.0
+    }
+}
+
 /// What a training run did.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct TrainReport {
@@ -191,12 +199,18 @@ impl Scaler {
         }
     }
 
-    fn z(&self, x: f64) -> f32 {
+    /// The standardised value, unclipped (errors are measured against it).
+    fn z_raw(&self, x: f64) -> f64 {
         if self.n < 2.0 {
             return 0.0;
         }
         let sd = self.var.sqrt().max(1e-9 * self.mean.abs().max(1.0));
-        ((x - self.mean) / sd).clamp(-10.0, 10.0) as f32
+        (x - self.mean) / sd
+    }
+
+    /// The standardised value as a model input: clipped to ±10 deviations.
+    fn z(&self, x: f64) -> f32 {
+        clip(self.z_raw(x))
     }
 
     fn update(&mut self, x: f64) {
@@ -259,6 +273,60 @@ pub(crate) struct SeriesState {
     learning: usize,
     width: usize,
     prev_tail: f64,
+    errors: ErrorTail,
+}
+
+/// The tail of a series' own recent errors, by peaks over threshold (as in SPOT, Siffer et al.
+/// 2017): beyond their 95th percentile `u`, `P(E > e) = 0.05 · exp(−(e − u) / β)` with `β` the
+/// mean excess over `u`. Errors are far from normal on bursty series (a normal tail calls a
+/// tweet-volume burst a one-in-a-million event); their own tail does not.
+#[derive(Debug, Clone, Default)]
+struct ErrorTail {
+    recent: VecDeque<f64>,
+    since_fit: usize,
+    u: f64,
+    beta: f64,
+    fitted: bool,
+}
+
+impl ErrorTail {
+    const KEEP: usize = 2000;
+    const MIN: usize = 200;
+    const REFIT: usize = 50;
+
+    /// `P(E ≥ e)` from the fitted tail; `None` before `MIN` errors were seen.
+    fn tail(&self, e: f64) -> Option<f64> {
+        if !self.fitted {
+            return None;
+        }
+        Some(if e > self.u {
+            0.05 * (-(e - self.u) / self.beta).exp()
+        } else {
+            1.0
+        })
+    }
+
+    fn push(&mut self, e: f64) {
+        self.recent.push_back(e);
+        if self.recent.len() > Self::KEEP {
+            self.recent.pop_front();
+        }
+        self.since_fit += 1;
+        if self.recent.len() >= Self::MIN && (!self.fitted || self.since_fit >= Self::REFIT) {
+            let mut sorted: Vec<f64> = self.recent.iter().copied().collect();
+            sorted.sort_by(f64::total_cmp);
+            let u = sorted[(sorted.len() - 1) * 95 / 100];
+            let excess: Vec<f64> = sorted.iter().filter(|v| **v > u).map(|v| v - u).collect();
+            self.u = u;
+            self.beta = if excess.is_empty() {
+                u.max(1e-6)
+            } else {
+                (excess.iter().sum::<f64>() / excess.len() as f64).max(1e-6)
+            };
+            self.fitted = true;
+            self.since_fit = 0;
+        }
+    }
 }
 
 impl SeriesState {
@@ -274,23 +342,24 @@ impl SeriesState {
             learning,
             width: cfg.window.max(1),
             prev_tail: 1.0,
+            errors: ErrorTail::default(),
         }
     }
 
     /// The standardised value of `x` and the model input ending before it (if full).
-    fn input(&self, x: f64) -> (f32, Option<Vec<f32>>) {
-        let z = self.scaler.z(x);
+    fn input(&self, x: f64) -> (f64, Option<Vec<f32>>) {
+        let z = self.scaler.z_raw(x);
         let full = self.window.len() == self.width;
         (z, full.then(|| self.window.iter().copied().collect()))
     }
 
     /// Finishes scoring `x` given the model's prediction for it; learns `x`.
-    fn finish(&mut self, x: f64, z: f32, predicted: Option<f32>, cfg: &ForecasterConfig) -> f64 {
+    fn finish(&mut self, x: f64, z: f64, predicted: Option<f32>, cfg: &ForecasterConfig) -> f64 {
         // The error in units of its usual size (1.25 × mean absolute error ≈ one standard
         // deviation of normal errors); both scores below are fixed functions of it.
         let z_err = match predicted {
             Some(p) => {
-                let err = f64::from((z - p).abs());
+                let err = (z - f64::from(p)).abs();
                 let scale = if self.err_scale > 0.0 {
                     self.err_scale
                 } else {
@@ -305,12 +374,18 @@ impl SeriesState {
         // usual errors, → 1 from about six deviations), as a tail probability.
         let raw = z_err.map_or(0.0, |z| 1.0 - (-z * z / 18.0).exp());
         let mut tail = 1.0 - self.likelihood.update(raw);
-        // A single error far outside the usual: its own two-sided normal tail.
-        // (Once about a hundred errors have set their usual size.)
-        if let Some(z) = z_err
-            && self.seen >= self.learning + 100
-        {
-            tail = tail.min(libm::erfc(z / std::f64::consts::SQRT_2));
+        // A single error far outside the usual (once about a hundred errors have set their
+        // usual size): the tail of the series' own recent errors, or while fewer than
+        // `ErrorTail::MIN` were seen, a two-sided normal tail.
+        if let Some(z) = z_err {
+            if self.seen >= self.learning + 100 {
+                let single = self
+                    .errors
+                    .tail(z)
+                    .unwrap_or_else(|| libm::erfc(z / std::f64::consts::SQRT_2));
+                tail = tail.min(single);
+            }
+            self.errors.push(z);
         }
         // NAB's filter: only the first of consecutive "red" values (tail ≤ 1e-5) stays red,
         // the rest of the run is "yellow" (1e-3), so one event is reported once.
@@ -334,7 +409,7 @@ impl SeriesState {
             self.max = self.max.max(x);
             self.scaler.update(x);
         }
-        self.window.push_back(z);
+        self.window.push_back(clip(z));
         if self.window.len() > self.width {
             self.window.pop_front();
         }
@@ -426,7 +501,7 @@ impl Forecaster {
             if let Some(i) = input {
                 inputs.extend(i);
             }
-            probe.window.push_back(z);
+            probe.window.push_back(clip(z));
             if probe.window.len() > probe.width {
                 probe.window.pop_front();
             }
@@ -621,23 +696,58 @@ impl Default for AutoencoderConfig {
 }
 
 /// What the autoencoder learned besides its weights: per-metric standardisation and the
-/// distribution of log reconstruction errors on the training rows (the calibration).
+/// distribution of reconstruction errors on the training rows (the calibration): their
+/// percentiles, and beyond the 95th an exponential tail (peaks over threshold) with the mean
+/// excess as its scale.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct AutoencoderStats {
     pub mean: Vec<f64>,
     pub std: Vec<f64>,
-    pub log_err_mean: f64,
-    pub log_err_std: f64,
+    /// Percentiles 0, 1, …, 100 of the training errors.
+    pub quantiles: Vec<f64>,
+    pub tail_scale: f64,
 }
+
+/// Standardised values are clipped to this for training, so the few anomalies a training
+/// range holds cannot dominate the squared loss (and be learned as normal).
+const TRAIN_CLIP: f32 = 5.0;
 
 /// One scored metric vector.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VectorScore {
-    /// `P(training log-error < this one)` under the fitted normal, in [0, 1].
+    /// `P(training error < this one)`, in [0, 1] (see [`AutoencoderStats`]).
     pub score: f64,
     /// Metric indexes by their share of the error, largest first, down to a share of 20%
-    /// (at most three).
+    /// (at most three). For rows scoring ≥ 0.99 a metric's share is how much the error falls
+    /// when it alone is replaced by its reconstruction.
     pub contributing: Vec<usize>,
+}
+
+/// The autoencoder's input from long-format points `(series, ts, metric, value)`: for each
+/// `(series, ts)` the values of `metrics` in that order, kept only when every one is present;
+/// sorted by series and time.
+pub fn metric_vectors<'a>(
+    points: impl IntoIterator<Item = (&'a str, i64, &'a str, f64)>,
+    metrics: &[String],
+) -> Vec<((&'a str, i64), Vec<f64>)> {
+    let index: BTreeMap<&str, usize> = metrics
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.as_str(), i))
+        .collect();
+    let mut vectors: BTreeMap<(&str, i64), Vec<Option<f64>>> = BTreeMap::new();
+    for (series, ts, metric, value) in points {
+        if let Some(&d) = index.get(metric) {
+            vectors
+                .entry((series, ts))
+                .or_insert_with(|| vec![None; metrics.len()])[d] = Some(value);
+        }
+    }
+    vectors
+        .into_iter()
+        .filter(|(_, v)| v.iter().all(Option::is_some))
+        .map(|(k, v)| (k, v.into_iter().flatten().collect()))
+        .collect()
 }
 
 /// A multivariate autoencoder (see the module docs).
@@ -674,6 +784,15 @@ impl Autoencoder {
         stats: AutoencoderStats,
         bytes: &[u8],
     ) -> Result<Self> {
+        if stats.quantiles.len() != 101 {
+            return Err(Error::input(
+                "autoencoder",
+                format!(
+                    "its calibration has {} percentiles, not 101",
+                    stats.quantiles.len()
+                ),
+            ));
+        }
         if stats.mean.len() != dims || stats.std.len() != dims {
             return Err(Error::input(
                 "autoencoder",
@@ -734,8 +853,12 @@ impl Autoencoder {
                 var.sqrt().max(1e-9 * m.abs().max(1.0))
             })
             .collect();
-        let x = self.standardise(rows);
-        let report = fit_examples(
+        let x: Vec<f32> = self
+            .standardise(rows)
+            .into_iter()
+            .map(|v| v.clamp(-TRAIN_CLIP, TRAIN_CLIP))
+            .collect();
+        let mut report = fit_examples(
             &self.net,
             &x,
             &x,
@@ -746,25 +869,70 @@ impl Autoencoder {
             self.cfg.learning_rate,
             self.cfg.seed,
         )?;
-        let errors = self.errors(x, rows.len())?;
-        let logs: Vec<f64> = errors
-            .iter()
-            .map(|e| e.iter().sum::<f64>().max(1e-9).ln())
-            .collect();
-        // Robust: the median and MAD of the training log-errors (anomalies in the training
-        // rows should not widen the normal they are judged against).
-        let mut sorted = logs.clone();
+        let totals = |errors: Vec<Vec<f64>>| -> Vec<f64> {
+            errors.iter().map(|e| e.iter().sum::<f64>()).collect()
+        };
+        // Trimmed refit: the worst 1% of the training rows (the anomalies a training range
+        // holds, as far as the first fit can tell) are left out of a second pass and of the
+        // calibration.
+        let errors = totals(self.errors(x.clone(), rows.len())?);
+        let mut sorted = errors.clone();
         sorted.sort_by(f64::total_cmp);
-        let median = sorted[sorted.len() / 2];
-        let mut dev: Vec<f64> = logs.iter().map(|l| (l - median).abs()).collect();
-        dev.sort_by(f64::total_cmp);
-        self.stats.log_err_mean = median;
-        self.stats.log_err_std = (1.4826 * dev[dev.len() / 2]).max(1e-3);
+        let cut = sorted[(sorted.len() * 99 / 100).min(sorted.len() - 1)];
+        let kept: Vec<f32> = x
+            .chunks(self.dims)
+            .zip(&errors)
+            .filter(|(_, e)| **e <= cut)
+            .flat_map(|(r, _)| r.iter().copied())
+            .collect();
+        let kept_rows = kept.len() / self.dims;
+        if kept_rows > 0 && kept_rows < rows.len() {
+            let second = fit_examples(
+                &self.net,
+                &kept,
+                &kept,
+                self.dims,
+                self.dims,
+                (self.cfg.epochs / 2).max(1),
+                self.cfg.batch,
+                self.cfg.learning_rate,
+                self.cfg.seed ^ 1,
+            )?;
+            report.epochs += second.epochs;
+            report.final_loss = second.final_loss;
+        }
+        let mut errors = totals(self.errors(kept, kept_rows)?);
+        errors.sort_by(f64::total_cmp);
+        if errors.is_empty() {
+            return Err(Error::input("training", "no rows left to calibrate on"));
+        }
+        let at = |p: usize| errors[(errors.len() - 1) * p / 100];
+        self.stats.quantiles = (0..=100).map(at).collect();
+        let u = at(95);
+        let excess: Vec<f64> = errors.iter().filter(|e| **e > u).map(|e| e - u).collect();
+        self.stats.tail_scale = if excess.is_empty() {
+            u.max(1e-9)
+        } else {
+            (excess.iter().sum::<f64>() / excess.len() as f64).max(1e-9)
+        };
         Ok(TrainReport {
             series: 1,
             seconds: started.elapsed().as_secs_f64(),
             ..report
         })
+    }
+
+    /// `P(training error < e)`: the percentiles up to the 95th, the exponential tail beyond.
+    fn calibrated(&self, e: f64) -> f64 {
+        let q = &self.stats.quantiles;
+        if q.len() != 101 {
+            return 0.0;
+        }
+        if e > q[95] {
+            return 1.0 - 0.05 * (-(e - q[95]) / self.stats.tail_scale).exp();
+        }
+        let below = q.partition_point(|v| *v < e);
+        (below.saturating_sub(1) as f64 / 100.0).min(0.95)
     }
 
     /// Squared reconstruction error per row and metric.
@@ -787,22 +955,72 @@ impl Autoencoder {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let errors = self.errors(self.standardise(rows), rows.len())?;
-        Ok(errors
-            .into_iter()
-            .map(|e| {
-                let total: f64 = e.iter().sum();
-                let z = (total.max(1e-9).ln() - self.stats.log_err_mean) / self.stats.log_err_std;
-                let score = 0.5 * libm::erfc(-z / std::f64::consts::SQRT_2);
-                let mut order: Vec<usize> = (0..e.len()).collect();
+        let x = self.standardise(rows);
+        let recon = self.net.predict(x.clone(), rows.len())?;
+        let totals: Vec<f64> = x
+            .chunks(self.dims)
+            .zip(recon.chunks(self.dims))
+            .map(|(a, b)| {
+                a.iter()
+                    .zip(b)
+                    .map(|(a, b)| f64::from((a - b) * (a - b)))
+                    .sum()
+            })
+            .collect();
+        // Attribution for the rows that stand out: metric d's contribution is how much the
+        // error falls when d alone is replaced by its reconstruction. (An off value pulls the
+        // whole code, so the raw per-metric errors blame its neighbours too.)
+        let d = self.dims;
+        let suspects: Vec<usize> = (0..rows.len())
+            .filter(|&i| self.calibrated(totals[i]) >= 0.99)
+            .collect();
+        let mut probes = Vec::with_capacity(suspects.len() * d * d);
+        for &i in &suspects {
+            for m in 0..d {
+                let mut row = x[i * d..(i + 1) * d].to_vec();
+                row[m] = recon[i * d + m];
+                probes.extend(row);
+            }
+        }
+        let probed = if probes.is_empty() {
+            Vec::new()
+        } else {
+            self.net.predict(probes.clone(), suspects.len() * d)?
+        };
+        let mut contributions: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+        for (k, &i) in suspects.iter().enumerate() {
+            let c = (0..d)
+                .map(|m| {
+                    let at = (k * d + m) * d;
+                    let without: f64 = probes[at..at + d]
+                        .iter()
+                        .zip(&probed[at..at + d])
+                        .map(|(a, b)| f64::from((a - b) * (a - b)))
+                        .sum();
+                    (totals[i] - without).max(0.0)
+                })
+                .collect();
+            contributions.insert(i, c);
+        }
+        Ok((0..rows.len())
+            .map(|i| {
+                let total = totals[i];
+                let e: Vec<f64> = match contributions.get(&i) {
+                    Some(c) => c.clone(),
+                    None => (0..d)
+                        .map(|m| f64::from((x[i * d + m] - recon[i * d + m]).powi(2)))
+                        .collect(),
+                };
+                let sum: f64 = e.iter().sum();
+                let mut order: Vec<usize> = (0..d).collect();
                 order.sort_by(|&a, &b| e[b].total_cmp(&e[a]));
                 let contributing = order
                     .into_iter()
                     .take(3)
-                    .filter(|&d| total > 0.0 && e[d] / total >= 0.2)
+                    .filter(|&m| sum > 0.0 && e[m] / sum >= 0.2)
                     .collect();
                 VectorScore {
-                    score,
+                    score: self.calibrated(total),
                     contributing,
                 }
             })

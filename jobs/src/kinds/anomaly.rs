@@ -9,7 +9,6 @@
 //!   Delta table `ml.anomalies`, and produces each anomaly as a JSON message to the Kafka
 //!   topic `topic` (default `anomalies`; `""` turns it off).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -227,24 +226,14 @@ fn train(p: &TrainParams, job: &str, pts: &Points) -> Result<(ml::Model, ml::Mod
             metrics.sort();
             metrics.dedup();
         }
-        let index: BTreeMap<&str, usize> = metrics
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (m.as_str(), i))
-            .collect();
-        let mut vectors: BTreeMap<(&str, i64), Vec<Option<f64>>> = BTreeMap::new();
-        for (key, ts, m, v) in pts {
-            if let Some(&d) = m.as_deref().and_then(|m| index.get(m)) {
-                vectors
-                    .entry((key.as_str(), *ts))
-                    .or_insert_with(|| vec![None; metrics.len()])[d] = Some(*v);
-            }
-        }
-        let rows: Vec<Vec<f64>> = vectors
-            .into_values()
-            .filter(|v| v.iter().all(Option::is_some))
-            .map(|v| v.into_iter().flatten().collect())
-            .collect();
+        let rows: Vec<Vec<f64>> = ml::metric_vectors(
+            pts.iter()
+                .filter_map(|(key, ts, m, v)| Some((key.as_str(), *ts, m.as_deref()?, *v))),
+            &metrics,
+        )
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
         let cfg = with_overrides(job, ml::AutoencoderConfig::default(), &p.hyper)?;
         let mut a = ml::Autoencoder::new(metrics.len(), cfg).map_err(ml_err)?;
         let report = a.fit(&rows).map_err(ml_err)?;
