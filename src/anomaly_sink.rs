@@ -12,8 +12,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use ingest::KafkaConfig;
 
 pub(crate) struct KafkaSink {
-    producer: FutureProducer,
+    kafka: KafkaConfig,
     brokers: String,
+    /// Created on the first send: most schedulers never run an `ml_score` job.
+    producer: std::sync::Mutex<Option<FutureProducer>>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -25,27 +27,46 @@ impl std::fmt::Debug for KafkaSink {
 }
 
 impl KafkaSink {
-    pub(crate) fn new(kafka: &KafkaConfig) -> crate::error::Result<Self> {
+    pub(crate) fn new(kafka: &KafkaConfig) -> Self {
+        Self {
+            kafka: kafka.clone(),
+            brokers: kafka.brokers.clone(),
+            producer: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn producer(&self) -> jobs::Result<FutureProducer> {
+        let mut slot = self
+            .producer
+            .lock()
+            .map_err(|_| job_error("the anomalies producer's lock is poisoned".into()))?;
+        if let Some(p) = slot.as_ref() {
+            return Ok(p.clone());
+        }
         let mut client = ClientConfig::new();
-        for (k, v) in &kafka.properties {
+        for (k, v) in &self.kafka.properties {
             client.set(k, v);
         }
-        let producer = client
-            .set("bootstrap.servers", &kafka.brokers)
+        let producer: FutureProducer = client
+            .set("bootstrap.servers", &self.kafka.brokers)
             .set("linger.ms", "20")
             .set("message.timeout.ms", "30000")
             .create()
-            .map_err(|source| crate::error::Error::Kafka {
-                context: format!(
-                    "failed to create the anomalies producer for {}",
-                    kafka.brokers
-                ),
-                source,
+            .map_err(|e| {
+                job_error(format!(
+                    "failed to create the anomalies producer for {}: {e}",
+                    self.kafka.brokers
+                ))
             })?;
-        Ok(Self {
-            producer,
-            brokers: kafka.brokers.clone(),
-        })
+        *slot = Some(producer.clone());
+        Ok(producer)
+    }
+}
+
+fn job_error(message: String) -> jobs::Error {
+    jobs::Error::Job {
+        job: "ml_score".into(),
+        message,
     }
 }
 
@@ -53,10 +74,11 @@ impl KafkaSink {
 impl jobs::AnomalySink for KafkaSink {
     async fn send(&self, topic: &str, messages: Vec<(String, String)>) -> jobs::Result<()> {
         let total = messages.len();
+        let producer = self.producer()?;
         let pending: Vec<_> = messages
             .iter()
             .map(|(key, value)| {
-                self.producer.send(
+                producer.send(
                     FutureRecord::to(topic).key(key).payload(value),
                     Duration::from_secs(30),
                 )
@@ -70,14 +92,11 @@ impl jobs::AnomalySink for KafkaSink {
         }
         match failed.first() {
             None => Ok(()),
-            Some(first) => Err(jobs::Error::Job {
-                job: "ml_score".into(),
-                message: format!(
-                    "{} of {total} anomalies were not delivered to Kafka topic {topic:?} on {}: {first}",
-                    failed.len(),
-                    self.brokers
-                ),
-            }),
+            Some(first) => Err(job_error(format!(
+                "{} of {total} anomalies were not delivered to Kafka topic {topic:?} on {}: {first}",
+                failed.len(),
+                self.brokers
+            ))),
         }
     }
 }

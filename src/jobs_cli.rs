@@ -18,7 +18,7 @@ pub(crate) fn scheduler(cfg: &Config, engine: &Engine) -> Result<Scheduler> {
     let leases = Leases::for_storage(&storage, cfg.scheduler.node_id())?;
     let history: Arc<dyn History> = Arc::new(DeltaHistory::new(engine.clone()));
     let kinds = Kinds::builtin()
-        .with_anomaly_sink(Arc::new(crate::anomaly_sink::KafkaSink::new(&cfg.kafka)?));
+        .with_anomaly_sink(Arc::new(crate::anomaly_sink::KafkaSink::new(&cfg.kafka)));
     Ok(Scheduler::new(
         cfg.jobs()?,
         &kinds,
