@@ -344,7 +344,8 @@ fn print_connect(f: std::net::SocketAddr, http: std::net::SocketAddr) {
   Metrics:        http://{http}/metrics   health: /healthz, /readyz
   Tables (Delta): catalog sakura, schema raw: telemetry, logs, events, dead_letters;
                   curated.telemetry_1h, curated.log_levels_1d (scheduled rollups);
-                  system.jobs, system.job_runs (the scheduler), system.ingest_ledger
+                  system.jobs, system.job_runs (the scheduler), system.ingest_ledger,
+                  system.models (the model registry)
                   ml.anomalies (the scheduled ml_score job; also on Kafka topic anomalies)
   Anomalies:      SELECT * FROM detect_anomalies('raw.telemetry', '', 'host_metrics', '2 hours') WHERE is_anomaly
 "

@@ -109,6 +109,12 @@ impl Engine {
         if let Some((_, system)) = schema_providers.iter().find(|(n, _)| *n == "system") {
             let ledger = IngestLedger::new(storage.clone(), builtin);
             system.register_table("ingest_ledger".to_string(), Arc::new(ledger))?;
+            system.register_table(
+                "models".to_string(),
+                Arc::new(crate::models::ModelsTable {
+                    registry: crate::models::ModelRegistry::for_storage(&storage)?,
+                }),
+            )?;
             let runs = schemas::TableDef::job_runs();
             let name = runs.table.name.clone();
             let table = Arc::new(LiveDeltaTable::new(runs, storage.clone(), refresh));

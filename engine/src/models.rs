@@ -230,6 +230,96 @@ impl ModelRegistry {
     }
 }
 
+/// `system.models`: one row per registered model version, listed from the registry at each scan.
+#[derive(Debug)]
+pub(crate) struct ModelsTable {
+    pub(crate) registry: ModelRegistry,
+}
+
+impl ModelsTable {
+    fn schema() -> datafusion::arrow::datatypes::SchemaRef {
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let text = |n: &str, null: bool| Field::new(n, DataType::Utf8, null);
+        Arc::new(Schema::new(vec![
+            text("name", false),
+            Field::new("version", DataType::Int32, false),
+            text("kind", false),
+            text("created_at", false),
+            text("training_start", true),
+            text("training_end", true),
+            Field::new("training_rows", DataType::Int64, false),
+            Field::new("final_loss", DataType::Float64, false),
+            Field::new("training_seconds", DataType::Float64, false),
+            Field::new("threshold", DataType::Float64, false),
+            text("schema", false),
+            text("params", false),
+        ]))
+    }
+}
+
+#[async_trait::async_trait]
+impl datafusion::catalog::TableProvider for ModelsTable {
+    fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
+        Self::schema()
+    }
+
+    fn table_type(&self) -> datafusion::datasource::TableType {
+        datafusion::datasource::TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[datafusion::logical_expr::Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        use datafusion::arrow::array::{
+            ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+        };
+        let metas = self
+            .registry
+            .list()
+            .await
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let strings = |f: &dyn Fn(&ml::ModelMeta) -> Option<String>| -> ArrayRef {
+            Arc::new(metas.iter().map(f).collect::<StringArray>())
+        };
+        let columns: Vec<ArrayRef> = vec![
+            strings(&|m| Some(m.name.clone())),
+            Arc::new(Int32Array::from_iter_values(
+                metas
+                    .iter()
+                    .map(|m| i32::try_from(m.version).unwrap_or(i32::MAX)),
+            )),
+            strings(&|m| Some(m.kind.clone())),
+            strings(&|m| Some(m.created_at.clone())),
+            strings(&|m| m.training_window.as_ref().map(|w| w.0.clone())),
+            strings(&|m| m.training_window.as_ref().map(|w| w.1.clone())),
+            Arc::new(Int64Array::from_iter_values(
+                metas
+                    .iter()
+                    .map(|m| i64::try_from(m.training.examples).unwrap_or(i64::MAX)),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                metas.iter().map(|m| m.training.final_loss),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                metas.iter().map(|m| m.training.seconds),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                metas.iter().map(|m| m.threshold),
+            )),
+            strings(&|m| serde_json::to_string(&m.schema).ok()),
+            strings(&|m| serde_json::to_string(&m.params).ok()),
+        ];
+        let batch = RecordBatch::try_new(Self::schema(), columns)?;
+        datafusion::datasource::MemTable::try_new(Self::schema(), vec![vec![batch]])?
+            .scan(state, projection, filters, limit)
+            .await
+    }
+}
+
 /// Now, RFC 3339 in UTC.
 fn chrono_now() -> String {
     let now = std::time::SystemTime::now()

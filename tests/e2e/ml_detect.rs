@@ -219,6 +219,21 @@ fn models_trained_on_s3_flag_the_generators_injected_anomalies_over_flight_and_k
         );
     }
 
+    // ... and so does system.models, over Flight SQL.
+    let rows = sql(
+        flight,
+        "SELECT name, version, kind, training_rows > 0 FROM system.models ORDER BY name, version",
+    )
+    .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            "host_metrics,1,forecaster,true",
+            "host_metrics,2,forecaster,true",
+            "host_vectors,1,autoencoder,true"
+        ],
+    );
+
     // detect_anomalies over Flight SQL: the forecaster, pinned and latest.
     let q = |model: &str| {
         format!(
