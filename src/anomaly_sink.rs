@@ -13,7 +13,6 @@ use ingest::KafkaConfig;
 
 pub(crate) struct KafkaSink {
     kafka: KafkaConfig,
-    brokers: String,
     /// Created on the first send: most schedulers never run an `ml_score` job.
     producer: std::sync::Mutex<Option<FutureProducer>>,
 }
@@ -21,7 +20,7 @@ pub(crate) struct KafkaSink {
 impl std::fmt::Debug for KafkaSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaSink")
-            .field("brokers", &self.brokers)
+            .field("brokers", &self.kafka.brokers)
             .finish()
     }
 }
@@ -30,7 +29,6 @@ impl KafkaSink {
     pub(crate) fn new(kafka: &KafkaConfig) -> Self {
         Self {
             kafka: kafka.clone(),
-            brokers: kafka.brokers.clone(),
             producer: std::sync::Mutex::new(None),
         }
     }
@@ -95,7 +93,7 @@ impl jobs::AnomalySink for KafkaSink {
             Some(first) => Err(job_error(format!(
                 "{} of {total} anomalies were not delivered to Kafka topic {topic:?} on {}: {first}",
                 failed.len(),
-                self.brokers
+                self.kafka.brokers
             ))),
         }
     }

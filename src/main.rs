@@ -409,7 +409,7 @@ async fn run(cli: Cli) -> Result<()> {
 /// that means reading the CPU topology from /proc and /sys each time — a NAB run of the
 /// forecaster spent 31 s in the kernel for 7 s of work (`sakura ml nab`).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_malloc_arenas() {
+fn reexec_with_env_defaults() {
     use std::os::unix::process::CommandExt;
     let mut missing: Vec<(&str, String)> = Vec::new();
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
@@ -435,10 +435,10 @@ fn limit_malloc_arenas() {
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}
+fn reexec_with_env_defaults() {}
 
 fn main() -> ExitCode {
-    limit_malloc_arenas();
+    reexec_with_env_defaults();
     // Dependencies enable both of rustls's crypto back ends, so it cannot pick one by itself:
     // TLS (Flight server, `sakura sql`, S3) uses aws-lc-rs. `Err` only means one is installed.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();

@@ -42,28 +42,11 @@ fn detectors() -> Vec<Detector> {
         Detector {
             name: "forecaster",
             threshold: 0.5,
-            run: run_forecaster,
+            // Trains on the first half of NAB's probationary period for the series' length (the
+            // length only, never its labels) and calibrates on the second.
+            run: |v| Ok(ml::OnlineForecaster::score_whole(v)?),
         },
     ]
-}
-
-/// The online forecaster with NAB's probationary period for the series' length (the length
-/// only, never its labels): it trains on the first half and calibrates on the second.
-fn run_forecaster(values: &[f64]) -> Result<Vec<f64>> {
-    let probation = nab::probation_rows(values.len());
-    let mut f = ml::OnlineForecaster::new(ml::ForecasterConfig {
-        probation,
-        ..ml::ForecasterConfig::default()
-    })?;
-    let scores = f.score_series(values);
-    if f.errors > 0 {
-        return Err(Error::Task(format!(
-            "the forecaster failed on {} values, first: {}",
-            f.errors,
-            f.first_error.unwrap_or_default()
-        )));
-    }
-    Ok(scores)
 }
 
 fn io(context: String, e: std::io::Error) -> Error {

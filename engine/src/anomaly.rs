@@ -98,21 +98,8 @@ impl PartitionEvaluator for Evaluator {
             "windowed_gaussian" => ml::WindowedGaussian::default().score_series(&present),
             "robust_zscore" => ml::RobustZScore::default().score_series(&present),
             "ewma" => ml::Ewma::default().score_series(&present),
-            "forecaster" => {
-                let mut f = ml::OnlineForecaster::new(ml::ForecasterConfig {
-                    probation: ml::nab::probation_rows(present.len()),
-                    ..ml::ForecasterConfig::default()
-                })
-                .map_err(|e| DataFusionError::Execution(format!("anomaly_score: {e}")))?;
-                let scores = f.score_series(&present);
-                if let Some(e) = f.first_error {
-                    return Err(DataFusionError::Execution(format!(
-                        "anomaly_score: the forecaster failed on {} values, first: {e}",
-                        f.errors
-                    )));
-                }
-                scores
-            }
+            "forecaster" => ml::OnlineForecaster::score_whole(&present)
+                .map_err(|e| DataFusionError::Execution(format!("anomaly_score: {e}")))?,
             other => {
                 return Err(DataFusionError::Plan(format!(
                     "anomaly_score: no detector {other:?}; detectors: {}",

@@ -78,7 +78,7 @@ pub struct ScoreRange {
 impl ScoreRange {
     /// The last `window` before now, with the window before it as context.
     pub fn last(window: std::time::Duration) -> Self {
-        let now = chrono_now_us();
+        let now = now_us();
         let w = i64::try_from(window.as_micros()).unwrap_or(i64::MAX / 4);
         Self {
             context_from_us: now - 2 * w,
@@ -214,11 +214,11 @@ pub async fn detect(
     let s = &meta.schema;
 
     // The table's columns, for the schema check before any data is read.
-    let probe = ctx
-        .sql(&format!("SELECT * FROM {} LIMIT 0", request.table))
+    let table = ctx
+        .table(request.table.as_str())
         .await
         .map_err(|e| plan_err(format!("cannot read {}: {e}", request.table)))?;
-    let columns: Vec<String> = probe
+    let columns: Vec<String> = table
         .schema()
         .fields()
         .iter()
@@ -386,7 +386,8 @@ fn ml_err(e: ml::Error) -> DataFusionError {
     plan_err(e.to_string())
 }
 
-fn chrono_now_us() -> i64 {
+/// Now, in microseconds since the Unix epoch.
+pub(crate) fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))

@@ -49,6 +49,8 @@ pub struct Engine {
     query_memory: Option<usize>,
     /// When curated tables were last looked for on the store (other processes create them).
     last_discovery: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// The model registry under the storage root (`detect_anomalies`, `system.models`, jobs).
+    models: crate::models::ModelRegistry,
 }
 
 impl std::fmt::Debug for Engine {
@@ -74,10 +76,11 @@ impl Engine {
         }
         let ctx = SessionContext::new_with_config(config);
         crate::anomaly::register(&ctx);
+        let models = crate::models::ModelRegistry::for_storage(&storage)?;
         ctx.register_udtf(
             "detect_anomalies",
             Arc::new(crate::detect::DetectAnomalies {
-                registry: crate::models::ModelRegistry::for_storage(&storage)?,
+                registry: models.clone(),
             }),
         );
         let catalog = Arc::new(MemoryCatalogProvider::new());
@@ -92,7 +95,12 @@ impl Engine {
         let refresh = Duration::from_millis(cfg.refresh_interval_ms);
         let state = ctx.state();
         let builtin = schemas::builtin_tables()?;
-        for def in builtin.clone() {
+        // The ingest tables, and the Delta tables the scheduler and the ML jobs write.
+        let written = [
+            schemas::TableDef::job_runs(),
+            schemas::TableDef::ml_anomalies(),
+        ];
+        for def in builtin.iter().cloned().chain(written) {
             let table = Arc::new(LiveDeltaTable::new(def.clone(), storage.clone(), refresh));
             table.refresh(&state).await.map_err(|source| Error::Table {
                 table: def.table.to_string(),
@@ -112,27 +120,9 @@ impl Engine {
             system.register_table(
                 "models".to_string(),
                 Arc::new(crate::models::ModelsTable {
-                    registry: crate::models::ModelRegistry::for_storage(&storage)?,
+                    registry: models.clone(),
                 }),
             )?;
-            let runs = schemas::TableDef::job_runs();
-            let name = runs.table.name.clone();
-            let table = Arc::new(LiveDeltaTable::new(runs, storage.clone(), refresh));
-            table.refresh(&state).await.map_err(|source| Error::Table {
-                table: format!("system.{name}"),
-                source,
-            })?;
-            system.register_table(name, table)?;
-        }
-        if let Some((_, ml)) = schema_providers.iter().find(|(n, _)| *n == "ml") {
-            let def = schemas::TableDef::ml_anomalies();
-            let name = def.table.name.clone();
-            let table = Arc::new(LiveDeltaTable::new(def, storage.clone(), refresh));
-            table.refresh(&state).await.map_err(|source| Error::Table {
-                table: format!("ml.{name}"),
-                source,
-            })?;
-            ml.register_table(name, table)?;
         }
         let curated = schema_providers
             .iter()
@@ -157,6 +147,7 @@ impl Engine {
             refresh,
             query_memory: None,
             last_discovery: Arc::default(),
+            models,
         })
     }
 
@@ -270,6 +261,11 @@ impl Engine {
         {
             live.invalidate().await;
         }
+    }
+
+    /// The model registry under the storage root.
+    pub fn models(&self) -> &crate::models::ModelRegistry {
+        &self.models
     }
 
     /// The storage root the tables live under.

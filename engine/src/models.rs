@@ -88,19 +88,41 @@ impl ModelRegistry {
         self.prefix.clone().join(name).join(version.to_string())
     }
 
+    /// `(name, version)` of every complete version (one with its metadata) under `dir`, sorted:
+    /// one listing of the store.
+    async fn complete(&self, dir: &Path) -> Result<Vec<(String, u32)>> {
+        let metas: Vec<_> = self
+            .store
+            .list(Some(dir))
+            .try_collect()
+            .await
+            .map_err(store_err(format!("cannot list {dir}")))?;
+        let mut out: Vec<(String, u32)> = metas
+            .iter()
+            .filter(|m| m.location.filename() == Some("model.json"))
+            .filter_map(|m| {
+                let parts: Vec<_> = m.location.parts().collect();
+                let n = parts.len().checked_sub(3)?;
+                Some((
+                    parts[n].as_ref().to_string(),
+                    parts[n + 1].as_ref().parse().ok()?,
+                ))
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     /// The model names in the registry, sorted.
     pub async fn names(&self) -> Result<Vec<String>> {
-        let listing = self
-            .store
-            .list_with_delimiter(Some(&self.prefix))
-            .await
-            .map_err(store_err(format!("cannot list {}", self.prefix)))?;
-        let mut names: Vec<String> = listing
-            .common_prefixes
-            .iter()
-            .filter_map(|p| p.filename().map(str::to_string))
+        let mut names: Vec<String> = self
+            .complete(&self.prefix)
+            .await?
+            .into_iter()
+            .map(|(n, _)| n)
             .collect();
-        names.sort();
+        names.dedup();
         Ok(names)
     }
 
@@ -108,35 +130,20 @@ impl ModelRegistry {
     pub async fn versions(&self, name: &str) -> Result<Vec<u32>> {
         check_name(name)?;
         let dir = self.prefix.clone().join(name);
-        let metas: Vec<_> = self
-            .store
-            .list(Some(&dir))
-            .try_collect()
-            .await
-            .map_err(store_err(format!("cannot list {dir}")))?;
-        let mut versions: Vec<u32> = metas
-            .iter()
-            .filter(|m| m.location.filename() == Some("model.json"))
-            .filter_map(|m| {
-                let parts: Vec<_> = m.location.parts().collect();
-                parts
-                    .len()
-                    .checked_sub(2)
-                    .and_then(|i| parts[i].as_ref().parse().ok())
-            })
-            .collect();
-        versions.sort_unstable();
-        versions.dedup();
-        Ok(versions)
+        Ok(self
+            .complete(&dir)
+            .await?
+            .into_iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .collect())
     }
 
     /// Every version's metadata, by name then version.
     pub async fn list(&self) -> Result<Vec<ml::ModelMeta>> {
         let mut out = Vec::new();
-        for name in self.names().await? {
-            for v in self.versions(&name).await? {
-                out.push(self.meta(&name, v).await?);
-            }
+        for (name, v) in self.complete(&self.prefix).await? {
+            out.push(self.meta(&name, v).await?);
         }
         Ok(out)
     }
@@ -322,14 +329,9 @@ impl datafusion::catalog::TableProvider for ModelsTable {
 
 /// Now, RFC 3339 in UTC.
 fn chrono_now() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    datafusion::arrow::temporal_conversions::timestamp_us_to_datetime(
-        i64::try_from(now.as_micros()).unwrap_or(i64::MAX),
-    )
-    .map(|t| format!("{}Z", t.format("%Y-%m-%dT%H:%M:%S%.3f")))
-    .unwrap_or_default()
+    datafusion::arrow::temporal_conversions::timestamp_us_to_datetime(crate::detect::now_us())
+        .map(|t| format!("{}Z", t.format("%Y-%m-%dT%H:%M:%S%.3f")))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

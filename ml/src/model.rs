@@ -43,11 +43,11 @@ impl ModelMeta {
     /// Checks that data with these columns (and, for the autoencoder, these metrics) can be
     /// scored by this model; the error names what differs.
     pub fn check_schema(&self, columns: &[String], metrics: Option<&[String]>) -> Result<()> {
-        let needed = std::iter::once(&self.schema.ts)
-            .chain(&self.schema.key)
-            .chain(std::iter::once(&self.schema.value))
-            .chain(self.schema.metric_column.as_ref());
-        let missing: Vec<&String> = needed.filter(|c| !columns.contains(c)).collect();
+        let missing: Vec<&String> = self
+            .columns()
+            .into_iter()
+            .filter(|c| !columns.contains(c))
+            .collect();
         if !missing.is_empty() {
             return Err(Error::input(
                 format!("model {} version {}", self.name, self.version),

@@ -407,14 +407,21 @@ impl SeriesState {
         if x.is_finite() {
             self.min = self.min.min(x);
             self.max = self.max.max(x);
+        }
+        self.advance(x, z);
+        self.seen += 1;
+        score
+    }
+
+    /// Moves the model input and the standardisation past `x` (standardised: `z`).
+    fn advance(&mut self, x: f64, z: f64) {
+        if x.is_finite() {
             self.scaler.update(x);
         }
         self.window.push_back(clip(z));
         if self.window.len() > self.width {
             self.window.pop_front();
         }
-        self.seen += 1;
-        score
     }
 }
 
@@ -501,13 +508,7 @@ impl Forecaster {
             if let Some(i) = input {
                 inputs.extend(i);
             }
-            probe.window.push_back(clip(z));
-            if probe.window.len() > probe.width {
-                probe.window.pop_front();
-            }
-            if v.is_finite() {
-                probe.scaler.update(v);
-            }
+            probe.advance(v, z);
         }
         let n = inputs.len() / self.cfg.window.max(1);
         let predictions = if n > 0 {
@@ -610,6 +611,23 @@ impl OnlineForecaster {
             errors: 0,
             first_error: None,
         })
+    }
+
+    /// Scores a whole series with a fresh online forecaster whose probationary period is NAB's
+    /// for the series' length (its length only); the first model failure is an error.
+    pub fn score_whole(values: &[f64]) -> Result<Vec<f64>> {
+        let mut f = Self::new(ForecasterConfig {
+            probation: crate::nab::probation_rows(values.len()),
+            ..ForecasterConfig::default()
+        })?;
+        let scores = f.score_series(values);
+        match f.first_error {
+            None => Ok(scores),
+            Some(e) => Err(Error::input(
+                "forecaster",
+                format!("failed on {} values, first: {e}", f.errors),
+            )),
+        }
     }
 
     fn try_update(&mut self, x: f64) -> Result<f64> {
@@ -721,6 +739,19 @@ pub struct VectorScore {
     /// (at most three). For rows scoring ≥ 0.99 a metric's share is how much the error falls
     /// when it alone is replaced by its reconstruction.
     pub contributing: Vec<usize>,
+}
+
+/// Squared differences per row (of `dims` values) between `a` and `b`.
+fn squared_errors(a: &[f32], b: &[f32], dims: usize) -> Vec<Vec<f64>> {
+    a.chunks(dims)
+        .zip(b.chunks(dims))
+        .map(|(a, b)| {
+            a.iter()
+                .zip(b)
+                .map(|(a, b)| f64::from((a - b) * (a - b)))
+                .collect()
+        })
+        .collect()
 }
 
 /// The autoencoder's input from long-format points `(series, ts, metric, value)`: for each
@@ -938,15 +969,7 @@ impl Autoencoder {
     /// Squared reconstruction error per row and metric.
     fn errors(&self, x: Vec<f32>, rows: usize) -> Result<Vec<Vec<f64>>> {
         let recon = self.net.predict(x.clone(), rows)?;
-        Ok(x.chunks(self.dims)
-            .zip(recon.chunks(self.dims))
-            .map(|(a, b)| {
-                a.iter()
-                    .zip(b)
-                    .map(|(a, b)| f64::from((a - b) * (a - b)))
-                    .collect()
-            })
-            .collect())
+        Ok(squared_errors(&x, &recon, self.dims))
     }
 
     /// Scores metric vectors (one per host and time).
@@ -957,23 +980,16 @@ impl Autoencoder {
         }
         let x = self.standardise(rows);
         let recon = self.net.predict(x.clone(), rows.len())?;
-        let totals: Vec<f64> = x
-            .chunks(self.dims)
-            .zip(recon.chunks(self.dims))
-            .map(|(a, b)| {
-                a.iter()
-                    .zip(b)
-                    .map(|(a, b)| f64::from((a - b) * (a - b)))
-                    .sum()
-            })
+        let per_metric = squared_errors(&x, &recon, self.dims);
+        let scores: Vec<f64> = per_metric
+            .iter()
+            .map(|e| self.calibrated(e.iter().sum()))
             .collect();
         // Attribution for the rows that stand out: metric d's contribution is how much the
         // error falls when d alone is replaced by its reconstruction. (An off value pulls the
         // whole code, so the raw per-metric errors blame its neighbours too.)
         let d = self.dims;
-        let suspects: Vec<usize> = (0..rows.len())
-            .filter(|&i| self.calibrated(totals[i]) >= 0.99)
-            .collect();
+        let suspects: Vec<usize> = (0..rows.len()).filter(|&i| scores[i] >= 0.99).collect();
         let mut probes = Vec::with_capacity(suspects.len() * d * d);
         for &i in &suspects {
             for m in 0..d {
@@ -985,32 +1001,20 @@ impl Autoencoder {
         let probed = if probes.is_empty() {
             Vec::new()
         } else {
-            self.net.predict(probes.clone(), suspects.len() * d)?
+            let out = self.net.predict(probes.clone(), suspects.len() * d)?;
+            squared_errors(&probes, &out, d)
         };
         let mut contributions: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
         for (k, &i) in suspects.iter().enumerate() {
+            let total: f64 = per_metric[i].iter().sum();
             let c = (0..d)
-                .map(|m| {
-                    let at = (k * d + m) * d;
-                    let without: f64 = probes[at..at + d]
-                        .iter()
-                        .zip(&probed[at..at + d])
-                        .map(|(a, b)| f64::from((a - b) * (a - b)))
-                        .sum();
-                    (totals[i] - without).max(0.0)
-                })
+                .map(|m| (total - probed[k * d + m].iter().sum::<f64>()).max(0.0))
                 .collect();
             contributions.insert(i, c);
         }
         Ok((0..rows.len())
             .map(|i| {
-                let total = totals[i];
-                let e: Vec<f64> = match contributions.get(&i) {
-                    Some(c) => c.clone(),
-                    None => (0..d)
-                        .map(|m| f64::from((x[i * d + m] - recon[i * d + m]).powi(2)))
-                        .collect(),
-                };
+                let e = contributions.get(&i).unwrap_or(&per_metric[i]);
                 let sum: f64 = e.iter().sum();
                 let mut order: Vec<usize> = (0..d).collect();
                 order.sort_by(|&a, &b| e[b].total_cmp(&e[a]));
@@ -1020,7 +1024,7 @@ impl Autoencoder {
                     .filter(|&m| sum > 0.0 && e[m] / sum >= 0.2)
                     .collect();
                 VectorScore {
-                    score: self.calibrated(total),
+                    score: scores[i],
                     contributing,
                 }
             })

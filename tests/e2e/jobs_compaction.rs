@@ -30,21 +30,6 @@ every = "1d"
 params = { table = "raw.telemetry", zorder = ["host", "ts"] }
 "#;
 
-fn run_job(config: &std::path::Path, name: &str) -> String {
-    let out = sakura::command()
-        .args(["jobs", "run", name, "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{name}: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
-
 fn parquet_files(dir: &std::path::Path) -> usize {
     let mut n = 0;
     for e in std::fs::read_dir(dir).unwrap() {
@@ -179,7 +164,7 @@ fn compaction_turns_hundreds_of_small_files_into_a_few_while_ingest_commits() {
     );
 
     // Z-order by host and time: still the same rows.
-    let out = run_job(&config, "zorder_by_host");
+    let out = sakura::run_job(&config, "zorder_by_host");
     assert!(out.contains("z-ordered by host, ts"), "{out}");
     assert_eq!(
         sql(flight, CHECK).unwrap(),
@@ -190,7 +175,7 @@ fn compaction_turns_hundreds_of_small_files_into_a_few_while_ingest_commits() {
     // Vacuum: the files compaction replaced are deleted from the store; the table reads the same.
     let table_dir = tmp.path().join("data/raw/telemetry");
     let on_disk = parquet_files(&table_dir);
-    let out = run_job(&config, "vacuum_now");
+    let out = sakura::run_job(&config, "vacuum_now");
     let deleted: usize = out
         .split("deleted ")
         .nth(1)

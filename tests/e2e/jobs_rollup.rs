@@ -39,22 +39,6 @@ fn mismatches(flight: u16, until: &str) -> (i64, i64) {
     (bad, total)
 }
 
-fn jobs(config: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let out = sakura::command()
-        .arg("jobs")
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 /// Telemetry with explicit event times (µs), `seq` labels from `first_seq`.
 fn produce_at(brokers: &str, first_seq: u64, times_us: &[u64]) {
     kafka::produce(
@@ -136,7 +120,7 @@ fn incremental_rollup_equals_a_from_scratch_aggregate_through_late_events_and_a_
     );
 
     // A backfill of the first three hours.
-    let (ok, out) = jobs(
+    let (ok, out) = sakura::jobs(
         &config,
         &[
             "run",
@@ -191,7 +175,7 @@ fn incremental_rollup_equals_a_from_scratch_aggregate_through_late_events_and_a_
     });
     std::thread::sleep(Duration::from_millis(rng.random_range(0..took_ms)));
     drop(killed); // SIGKILL
-    let (ok, out) = jobs(&config, &["run", "telemetry_1h"]);
+    let (ok, out) = sakura::jobs(&config, &["run", "telemetry_1h"]);
     assert!(ok, "{out}");
     assert_eq!(
         mismatches(flight, "2030-01-01T00:00:00Z"),
@@ -199,7 +183,7 @@ fn incremental_rollup_equals_a_from_scratch_aggregate_through_late_events_and_a_
         "after the retry"
     );
     // Once more with nothing new: the window is replaced again, nothing is counted twice.
-    let (ok, out) = jobs(&config, &["run", "telemetry_1h"]);
+    let (ok, out) = sakura::jobs(&config, &["run", "telemetry_1h"]);
     assert!(ok, "{out}");
     assert_eq!(
         mismatches(flight, "2030-01-01T00:00:00Z"),
@@ -208,7 +192,7 @@ fn incremental_rollup_equals_a_from_scratch_aggregate_through_late_events_and_a_
     );
 
     // Exports: the rollup's first two hours as Parquet (a window by hand), totals as CSV.
-    let (ok, out) = jobs(
+    let (ok, out) = sakura::jobs(
         &config,
         &[
             "run",
@@ -240,7 +224,7 @@ fn incremental_rollup_equals_a_from_scratch_aggregate_through_late_events_and_a_
         df.count().await.unwrap()
     });
     assert_eq!(rows as i64, expect, "rows in the exported Parquet files");
-    let (ok, out) = jobs(&config, &["run", "export_csv"]);
+    let (ok, out) = sakura::jobs(&config, &["run", "export_csv"]);
     assert!(ok && out.contains("7 rows as csv"), "{out}");
     let csv: String = std::fs::read_dir(tmp.path().join("exports/csv"))
         .unwrap()
@@ -259,7 +243,7 @@ fn incremental_rollup_equals_a_from_scratch_aggregate_through_late_events_and_a_
         .unwrap()
         .replace("\"36500days\"", &format!("\"{ttl_s}s\""));
     std::fs::write(&config, text).unwrap();
-    let (ok, out) = jobs(&config, &["run", "expire_telemetry"]);
+    let (ok, out) = sakura::jobs(&config, &["run", "expire_telemetry"]);
     assert!(ok, "{out}");
     let cutoff = out
         .split("with ts before ")
@@ -292,7 +276,7 @@ fn incremental_rollup_equals_a_from_scratch_aggregate_through_late_events_and_a_
         "a row older than the cutoff survived"
     );
     // A job that fails is recorded as failed, with its error, and the command says so.
-    let (ok, out) = jobs(&config, &["run", "broken"]);
+    let (ok, out) = sakura::jobs(&config, &["run", "broken"]);
     assert!(!ok && out.contains("raw.nope does not exist"), "{out}");
 
     // Every run is in system.job_runs (the killed one only if it got to record itself).
@@ -331,12 +315,12 @@ fn incremental_rollup_equals_a_from_scratch_aggregate_through_late_events_and_a_
         wm[0].ends_with(",succeeded") && wm[0].starts_with("20"),
         "{wm:?}"
     );
-    let (ok, out) = jobs(&config, &["list"]);
+    let (ok, out) = sakura::jobs(&config, &["list"]);
     assert!(
         ok && out.contains("telemetry_1h") && out.contains("expire_telemetry"),
         "{out}"
     );
-    let (ok, out) = jobs(&config, &["history", "telemetry_1h"]);
+    let (ok, out) = sakura::jobs(&config, &["history", "telemetry_1h"]);
     assert!(ok && out.matches("succeeded").count() >= 3, "{out}");
     // The anomaly_score window function is there for Flight SQL callers (scoped sessions).
     let scored = sql_count(

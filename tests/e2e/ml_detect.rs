@@ -107,21 +107,6 @@ fn flags(rows: &[String]) -> Vec<(String, i64)> {
         .collect()
 }
 
-fn jobs_run(config: &std::path::Path, name: &str) -> String {
-    let out = sakura::command()
-        .args(["jobs", "run", name, "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "jobs run {name}: {text}");
-    text
-}
-
 #[test]
 fn models_trained_on_s3_flag_the_generators_injected_anomalies_over_flight_and_kafka() {
     let tmp = test_dir();
@@ -180,18 +165,18 @@ fn models_trained_on_s3_flag_the_generators_injected_anomalies_over_flight_and_k
         (sql_count(flight, "SELECT count(*) FROM raw.telemetry").ok()? == expected).then_some(())
     });
 
-    let trained = jobs_run(&config, "train_metrics");
+    let trained = sakura::run_job(&config, "train_metrics");
     assert!(
         trained.contains("trained host_metrics version 1"),
         "{trained}"
     );
-    let trained = jobs_run(&config, "train_vectors");
+    let trained = sakura::run_job(&config, "train_vectors");
     assert!(
         trained.contains("trained host_vectors version 1"),
         "{trained}"
     );
     // A retrain registers the next version; the registry lives on S3.
-    let trained = jobs_run(&config, "train_metrics");
+    let trained = sakura::run_job(&config, "train_metrics");
     assert!(
         trained.contains("trained host_metrics version 2"),
         "{trained}"

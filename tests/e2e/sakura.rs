@@ -257,3 +257,36 @@ pub(crate) fn curl_count(http_port: u16, token: &str, sql: &str) -> Option<i64> 
     let r = crate::curl::try_sql(&url, sql, &["-H", &auth]).ok()?;
     (r.status == 200).then(|| r.json()[0]["n"].as_i64())?
 }
+
+/// `sakura jobs ARGS --config CONFIG`: whether it succeeded, and its stdout and stderr.
+pub(crate) fn jobs(config: &Path, args: &[&str]) -> (bool, String) {
+    let out = command()
+        .arg("jobs")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `sakura jobs run NAME`, which must succeed; returns its stdout.
+pub(crate) fn run_job(config: &Path, name: &str) -> String {
+    let out = command()
+        .args(["jobs", "run", name, "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}

@@ -321,9 +321,8 @@ impl JobKind for MlTrain {
             },
             created_at: String::new(),
         };
-        let registry = engine::ModelRegistry::for_storage(engine.storage())
-            .map_err(|e| Error::job(&job, e.to_string()))?;
-        let stored = registry
+        let stored = engine
+            .models()
             .save(&model, meta)
             .await
             .map_err(|e| Error::job(&job, e.to_string()))?;
@@ -421,8 +420,6 @@ impl JobKind for MlScore {
         };
         let context = parse_duration(&format!("jobs.{job}.params.context"), &p.context)?;
         let engine = ctx.engine()?;
-        let registry = engine::ModelRegistry::for_storage(engine.storage())
-            .map_err(|e| Error::job(&job, e.to_string()))?;
         let request = engine::DetectRequest {
             table: p.table.clone(),
             filter: p.filter.clone(),
@@ -434,7 +431,7 @@ impl JobKind for MlScore {
                 until_us: micros(window.end),
             }),
         };
-        let (meta, scored) = engine::detect(engine.session(), &registry, &request).await?;
+        let (meta, scored) = engine::detect(engine.session(), engine.models(), &request).await?;
         let read = scored.num_rows();
         let mask = scored
             .column(4)
