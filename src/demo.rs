@@ -347,7 +347,7 @@ fn print_connect(f: std::net::SocketAddr, http: std::net::SocketAddr) {
                   system.jobs, system.job_runs (the scheduler), system.ingest_ledger,
                   system.models (the model registry)
                   ml.anomalies (the scheduled ml_score job; also on Kafka topic anomalies)
-  Anomalies:      SELECT * FROM detect_anomalies('raw.telemetry', '', 'host_metrics', '2 hours') WHERE is_anomaly
+  Anomalies:      SELECT * FROM detect_anomalies('raw.telemetry', '', 'host_metrics') WHERE is_anomaly
 "
     );
 }
