@@ -1,6 +1,7 @@
 """The client side of `sakura-bench serve`: the dashboard suite through the unmodified ADBC
 Flight SQL driver and through DuckDB in-process over the same Parquet files, then a large result
-streamed to pyarrow.flight against pyarrow reading the same Parquet files locally.
+streamed to pyarrow.flight against pyarrow reading the same Parquet files locally, and against
+the same rows served from memory by pyarrow's own Flight server (the client path's ceiling here).
 
 Usage: serve_client.py grpc://HOST:PORT DATA_DIR RUNS THREADS OUT_JSON DAY_START_US [QUERY...]
 Progress goes to stdout; the measurements to OUT_JSON. Each query runs once to warm up, then
@@ -13,6 +14,7 @@ import glob
 import json
 import statistics
 import sys
+import threading
 import time
 
 import adbc_driver_flightsql.dbapi as flightsql
@@ -125,6 +127,37 @@ def statement(sql):
     return field_bytes(1, (PREFIX + "CommandStatementQuery").encode()) + field_bytes(2, body)
 
 
+class MemoryServer(flight.FlightServerBase):
+    """A pyarrow Flight server answering every DoGet with one in-memory table."""
+
+    def __init__(self, table):
+        super().__init__("grpc://127.0.0.1:0")
+        self.table = table
+
+    def do_get(self, context, ticket):
+        return flight.RecordBatchStream(self.table)
+
+
+def client_ceiling(table, runs):
+    """The same rows streamed to the same client by a server that does no work (pyarrow's own
+    Flight server, the table already in memory, in this process): what this machine's client
+    path reaches with nothing to decode. Returns (median s, Arrow bytes received)."""
+    server = MemoryServer(table)
+    threading.Thread(target=server.serve, daemon=True).start()
+    client = flight.FlightClient(f"grpc://127.0.0.1:{server.port}")
+    got = {}
+
+    def fetch():
+        got["t"] = client.do_get(flight.Ticket(b"all")).read_all()
+        return got["t"].nbytes
+
+    try:
+        s, _ = timed(fetch, runs)
+    finally:
+        server.shutdown()
+    return s, got["t"].nbytes
+
+
 def main(uri, data, runs, threads, out_json, day_start_us, *only):
     runs, threads = int(runs), int(threads)
     con = duckdb.connect()
@@ -182,11 +215,14 @@ def main(uri, data, runs, threads, out_json, day_start_us, *only):
         pa.set_io_thread_count(threads)
         f_s, rows = timed(over_flight, runs)
         l_s, lrows = timed(local, runs)
+        c_s, c_bytes = client_ceiling(fetched["l"], runs)
         stream = {"rows": rows, "bytes": fetched["t"].nbytes, "local_bytes": fetched["l"].nbytes,
-                  "flight_s": f_s, "local_s": l_s, "local_rows": lrows}
+                  "flight_s": f_s, "local_s": l_s, "local_rows": lrows,
+                  "ceiling_s": c_s, "ceiling_bytes": c_bytes}
         print(f"  stream: flight {f_s:.2f} s ({fetched['t'].nbytes / f_s / 1e9:.2f} GB/s), "
               f"local parquet {l_s:.2f} s ({fetched['l'].nbytes / l_s / 1e9:.2f} GB/s), "
-              f"rows {rows}/{lrows}", flush=True)
+              f"rows {rows}/{lrows}, pyarrow Flight server from memory {c_s:.2f} s "
+              f"({c_bytes / c_s / 1e9:.2f} GB/s)", flush=True)
     with open(out_json, "w") as f:
         json.dump({"queries": results, "stream": stream}, f)
 

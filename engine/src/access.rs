@@ -76,7 +76,7 @@ pub async fn scoped_session(
     grants: &Grants,
 ) -> Result<SessionContext> {
     let scoped = SessionContext::new_with_config_rt(ctx.copied_config(), runtime);
-    crate::anomaly::register(&scoped);
+    crate::functions::register(&scoped);
     for (name, function) in ctx.state().table_functions() {
         scoped.register_udtf(name, function.function().clone());
     }

@@ -51,6 +51,49 @@ pub struct Engine {
     last_discovery: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     /// The model registry under the storage root (`detect_anomalies`, `system.models`, jobs).
     models: crate::models::ModelRegistry,
+    /// Scoped sessions of recent callers' grants, reused while the catalog stays the same.
+    sessions: Arc<std::sync::Mutex<SessionCache>>,
+}
+
+/// The scoped sessions of the last [`SessionCache::CAPACITY`] distinct grants, most recent
+/// first. A scoped session holds the same table providers as the engine's (they refresh
+/// themselves from the Delta log), so it stays valid until a table is added or replaced, which
+/// empties the cache. Building one registers every DataFusion function anew (about a
+/// millisecond); a dashboard's queries come from a few roles.
+#[derive(Default)]
+struct SessionCache {
+    /// Counts catalog changes: a session built across one is not kept.
+    generation: u64,
+    entries: Vec<(crate::Grants, SessionContext)>,
+}
+
+impl SessionCache {
+    const CAPACITY: usize = 32;
+
+    /// The cached session of `grants`, or the generation a new one is built in.
+    fn get(&mut self, grants: &crate::Grants) -> std::result::Result<SessionContext, u64> {
+        let Some(i) = self.entries.iter().position(|(g, _)| g == grants) else {
+            return Err(self.generation);
+        };
+        let entry = self.entries.remove(i);
+        let ctx = entry.1.clone();
+        self.entries.insert(0, entry);
+        Ok(ctx)
+    }
+
+    fn put(&mut self, generation: u64, grants: &crate::Grants, ctx: &SessionContext) {
+        if generation != self.generation {
+            return;
+        }
+        self.entries.retain(|(g, _)| g != grants);
+        self.entries.insert(0, (grants.clone(), ctx.clone()));
+        self.entries.truncate(Self::CAPACITY);
+    }
+
+    fn clear(&mut self) {
+        self.generation += 1;
+        self.entries.clear();
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -75,7 +118,7 @@ impl Engine {
             config = config.with_target_partitions(cfg.target_partitions);
         }
         let ctx = SessionContext::new_with_config(config);
-        crate::anomaly::register(&ctx);
+        crate::functions::register(&ctx);
         let models = crate::models::ModelRegistry::for_storage(&storage)?;
         ctx.register_udtf(
             "detect_anomalies",
@@ -148,6 +191,7 @@ impl Engine {
             query_memory: None,
             last_discovery: Arc::default(),
             models,
+            sessions: Arc::default(),
         })
     }
 
@@ -203,6 +247,7 @@ impl Engine {
         let created = curated::create(&self.storage, name, schema).await?;
         let def = schemas::TableDef::curated(name, Arc::new(schema.clone()));
         let table = curated::register(self.curated.as_ref(), def, &self.storage, self.refresh)?;
+        self.catalog_changed();
         table
             .refresh(&self.ctx.state())
             .await
@@ -225,6 +270,9 @@ impl Engine {
             }
             curated::register(self.curated.as_ref(), def, &self.storage, self.refresh)?;
             added += 1;
+        }
+        if added > 0 {
+            self.catalog_changed();
         }
         Ok(added)
     }
@@ -273,7 +321,8 @@ impl Engine {
         &self.storage
     }
 
-    /// Adds (or replaces) `system.<name>`: tables other crates compute (e.g. `system.jobs`).
+    /// Adds `system.<name>`: tables other crates compute (e.g. `system.jobs`). A name already
+    /// taken is an error.
     pub fn register_system_table(
         &self,
         name: &str,
@@ -288,7 +337,15 @@ impl Engine {
                 message: "no system schema".into(),
             })?;
         schema.register_table(name.to_string(), table)?;
+        self.catalog_changed();
         Ok(())
+    }
+
+    /// Drops the cached scoped sessions: a table was added or replaced.
+    fn catalog_changed(&self) {
+        if let Ok(mut cache) = self.sessions.lock() {
+            cache.clear();
+        }
     }
 
     /// Gives every query run through [`Engine::scoped`] its own memory pool of `bytes`:
@@ -301,14 +358,28 @@ impl Engine {
     }
 
     /// A session that sees only what `grants` allow (see [`crate::scoped_session`]), with its
-    /// own memory pool when a per-query limit is set.
+    /// own memory pool when a per-query limit is set. Without a limit, sessions are shared by
+    /// queries with the same grants until the catalog changes.
     pub async fn scoped(
         &self,
         grants: &crate::Grants,
     ) -> datafusion::error::Result<SessionContext> {
         let base = self.ctx.runtime_env();
         let runtime = match self.query_memory {
-            None => base,
+            None => {
+                let generation = match self.sessions.lock() {
+                    Ok(mut cache) => match cache.get(grants) {
+                        Ok(ctx) => return Ok(ctx),
+                        Err(generation) => Some(generation),
+                    },
+                    Err(_) => None,
+                };
+                let ctx = crate::scoped_session(&self.ctx, base, CATALOG, grants).await?;
+                if let (Some(generation), Ok(mut cache)) = (generation, self.sessions.lock()) {
+                    cache.put(generation, grants, &ctx);
+                }
+                return Ok(ctx);
+            }
             Some(bytes) => {
                 let pool = TrackConsumersPool::new(
                     FairSpillPool::new(bytes),
@@ -417,6 +488,65 @@ mod tests {
         );
         assert!(join.is_err());
         assert_eq!(small.unwrap(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scoped_sessions_are_shared_by_equal_grants_until_the_catalog_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::new(
+            Storage::local(dir.path()).unwrap(),
+            &EngineConfig::default(),
+        )
+        .await
+        .unwrap();
+        let rows = |n: i64| {
+            let batch = datafusion::arrow::record_batch::RecordBatch::try_from_iter([(
+                "v",
+                Arc::new(datafusion::arrow::array::Int64Array::from_iter_values(0..n))
+                    as datafusion::arrow::array::ArrayRef,
+            )])
+            .unwrap();
+            Arc::new(
+                datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])
+                    .unwrap(),
+            )
+        };
+        engine.register_system_table("probe", rows(1)).unwrap();
+        let mut grants = Grants::default();
+        grants
+            .tables
+            .insert(("system".into(), "probe".into()), None);
+        let count = |ctx: SessionContext| async move {
+            let b = ctx
+                .sql("SELECT count(*) FROM system.probe")
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            datafusion::arrow::array::AsArray::as_primitive::<
+                datafusion::arrow::datatypes::Int64Type,
+            >(b[0].column(0))
+            .value(0)
+        };
+        let first = engine.scoped(&grants).await.unwrap();
+        assert_eq!(count(first.clone()).await, 1);
+        // Equal grants get the same session; other grants their own.
+        let again = engine.scoped(&grants.clone()).await.unwrap();
+        assert_eq!(first.session_id(), again.session_id());
+        let mut filtered = grants.clone();
+        filtered
+            .tables
+            .insert(("system".into(), "probe".into()), Some("v > 0".into()));
+        let other = engine.scoped(&filtered).await.unwrap();
+        assert_ne!(first.session_id(), other.session_id());
+        assert_eq!(count(other).await, 0);
+        // A catalog change empties the cache: the next session is built anew.
+        engine.register_system_table("probe_2", rows(5)).unwrap();
+        assert!(engine.register_system_table("probe", rows(5)).is_err());
+        let after = engine.scoped(&grants).await.unwrap();
+        assert_ne!(first.session_id(), after.session_id());
+        assert_eq!(count(after).await, 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
