@@ -74,8 +74,15 @@ impl Buffer {
         out
     }
 
+    /// Puts taken messages back ahead of anything read since. A partition re-read while they
+    /// were out (revoked and assigned back: read again from its stored offset) keeps only the
+    /// taken messages below the first one read again, so no offset is buffered twice.
     pub(crate) fn restore(&mut self, taken: BTreeMap<TopicPartition, Vec<RawMessage>>) {
         for (tp, mut msgs) in taken {
+            if let Some(first) = self.partitions.get(&tp).and_then(|v| v.first()) {
+                let first = first.offset;
+                msgs.retain(|m| m.offset < first);
+            }
             self.rows += msgs.len();
             self.bytes += msgs.iter().map(message_bytes).sum::<usize>();
             self.oldest.get_or_insert_with(Instant::now);
@@ -89,4 +96,52 @@ impl Buffer {
 
 fn message_bytes(m: &RawMessage) -> usize {
     m.value.as_ref().map_or(0, Vec::len) + m.key.as_ref().map_or(0, Vec::len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn msg(tp: &TopicPartition, offset: i64) -> RawMessage {
+        RawMessage {
+            topic: tp.0.clone(),
+            partition: tp.1,
+            offset,
+            key: None,
+            value: Some(b"{}".to_vec()),
+        }
+    }
+
+    fn offsets(b: &mut Buffer, tp: &TopicPartition) -> Vec<i64> {
+        let taken = b.take_topic(&tp.0);
+        let out = taken[tp].iter().map(|m| m.offset).collect();
+        b.restore(taken);
+        out
+    }
+
+    #[test]
+    fn restored_messages_go_first_and_are_never_buffered_twice() {
+        let tp: TopicPartition = (Arc::from("t"), 0);
+        let mut b = Buffer::default();
+        for o in 10..15 {
+            b.push(tp.clone(), msg(&tp, o));
+        }
+        let taken = b.take_topic("t");
+        // Read on while the flush was out: the restored ones go ahead of them.
+        b.push(tp.clone(), msg(&tp, 15));
+        b.restore(taken);
+        assert_eq!(offsets(&mut b, &tp), vec![10, 11, 12, 13, 14, 15]);
+        assert_eq!(b.rows(), 6);
+        // Revoked and assigned back while out: re-read from 12, so 12.. are not restored.
+        let taken = b.take_topic("t");
+        b.drop_partition(&tp);
+        for o in 12..14 {
+            b.push(tp.clone(), msg(&tp, o));
+        }
+        b.restore(taken);
+        assert_eq!(offsets(&mut b, &tp), vec![10, 11, 12, 13]);
+        assert_eq!(b.rows(), 4);
+        assert_eq!(b.bytes(), 8);
+    }
 }

@@ -30,6 +30,9 @@ pub enum Error {
     Decode(#[from] decode::Error),
     #[error("invalid ingest configuration: {key}: {message}")]
     Config { key: String, message: String },
+    /// A flush task ended without a result (it panicked or was cancelled).
+    #[error("flush task: {0}")]
+    Flush(String),
 }
 
 impl Error {
@@ -50,7 +53,11 @@ impl Error {
                     | DeltaTableError::NoSchema
                     | DeltaTableError::UnsupportedColumnMapping { .. }
             ),
-            Self::Arrow { .. } | Self::Schema(_) | Self::Decode(_) | Self::Config { .. } => false,
+            Self::Arrow { .. }
+            | Self::Schema(_)
+            | Self::Decode(_)
+            | Self::Config { .. }
+            | Self::Flush(_) => false,
         }
     }
 

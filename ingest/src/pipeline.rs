@@ -1,8 +1,17 @@
 //! The ingest main loop: read, buffer, flush to Delta with offsets, repeat.
+//!
+//! A flush (decode, Parquet, Delta commit) runs as its own task while the loop keeps reading
+//! into the buffer, one flush at a time: reading and writing overlap. Exactly-once does not rest
+//! on the loop seeing the flush finish before it reads again: each flush re-reads the offsets
+//! the table stores and drops what is at or below them, and concurrent commits of one partition
+//! conflict on its `txn` (ADR 0003), so a partition revoked (or revoked and assigned back) while
+//! its flush is in flight is neither lost nor stored twice.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -10,7 +19,6 @@ use schemas::Storage;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use crate::Result;
 use crate::buffer::Buffer;
 use crate::config::{IngestConfig, KafkaConfig};
 use crate::consumer::{
@@ -19,12 +27,32 @@ use crate::consumer::{
 use crate::delta::TopicPartition;
 use crate::stats::IngestStats;
 use crate::writer::{TopicMessages, Writer};
+use crate::{Error, Result};
 use decode::RawMessage;
+
+/// What a flush task hands back: the writer, the offsets each committed topic stored, and on
+/// failure the error with the messages it did not commit.
+struct FlushDone {
+    writer: Writer,
+    stored: Vec<BTreeMap<TopicPartition, i64>>,
+    failed: Option<(Error, Vec<TopicMessages>)>,
+}
+
+/// The flush in flight, and the size of what it holds (counted against the buffer caps).
+struct Inflight {
+    task: tokio::task::JoinHandle<FlushDone>,
+    rows: usize,
+    bytes: usize,
+}
 
 /// A running ingest process: one consumer-group member feeding every configured table.
 pub struct Pipeline {
     consumer: IngestConsumer,
-    writer: Writer,
+    /// `None` while a flush task holds it.
+    writer: Option<Writer>,
+    /// The configured topics (the writer's names), for messages read while it is away.
+    topics: BTreeMap<String, Arc<str>>,
+    inflight: Option<Inflight>,
     buffer: Buffer,
     cfg: IngestConfig,
     stats: Arc<IngestStats>,
@@ -41,11 +69,14 @@ impl std::fmt::Debug for Pipeline {
         f.debug_struct("Pipeline")
             .field("writer", &self.writer)
             .field("buffered_rows", &self.buffer.rows())
+            .field("flushing", &self.inflight.is_some())
             .finish()
     }
 }
 
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+/// Messages taken from the consumer per wake-up of the loop, at most.
+const DRAIN_MAX: usize = 4096;
 
 impl Pipeline {
     /// Opens (or creates) every table, then joins the consumer group.
@@ -70,9 +101,15 @@ impl Pipeline {
         let names: Vec<&str> = cfg.topics.keys().map(String::as_str).collect();
         let consumer = create_consumer(kafka, &names, context)?;
         info!(topics = ?names, group = %kafka.group_id, storage = %storage.root, "ingest started");
+        let topics = names
+            .iter()
+            .filter_map(|n| writer.topic(n).map(|t| (n.to_string(), t.clone())))
+            .collect();
         Ok(Self {
             consumer,
-            writer,
+            writer: Some(writer),
+            topics,
+            inflight: None,
             buffer: Buffer::default(),
             cfg: cfg.clone(),
             stats,
@@ -92,44 +129,63 @@ impl Pipeline {
             if *shutdown.borrow() {
                 break;
             }
-            // Bounded memory: while the buffer is at its cap (the store is slow or down) the
-            // partitions are paused, so neither this buffer nor librdkafka's prefetch queue
-            // grows; heartbeats continue on librdkafka's own thread.
-            let full = self.buffer.rows() >= self.cfg.max_buffered_messages
-                || self.buffer.bytes() >= self.cfg.max_buffered_bytes;
-            self.set_paused(full);
+            // Bounded memory: at a cap (buffered plus the flush in flight) the loop stops
+            // reading until a flush makes room. While a flush runs that is a short wait, and
+            // librdkafka's prefetch queue is capped on its own; when none can run (the store is
+            // slow or down: backing off) the partitions are paused, so the loop can keep
+            // polling (and stay in the group) without the prefetch queue refilling.
+            let full = self.buffer_full();
+            self.set_paused(full && self.inflight.is_none());
+            // The next flush's rows are read while the current one runs, no more: each flush
+            // holds about `flush_rows` (files keep the configured size).
+            let wait = full || (self.inflight.is_some() && self.window_filled());
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => {}
+                done = join(&mut self.inflight) => {
+                    self.inflight = None;
+                    self.finish_flush(done)?;
+                }
                 _ = tick.tick() => self.position_unpositioned().await,
-                msg = self.consumer.recv(), if !full => {
+                msg = self.consumer.recv(), if !wait => {
                     let got = msg.map(|m| self.detach(&m));
-                    self.drop_revoked();
-                    match got {
-                        Ok(Some(raw)) => self.accept(raw),
-                        Ok(None) => {}
-                        Err(e) => {
-                            if last_recv_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                                warn!(error = %e, "kafka consumer error (will keep retrying)");
-                                last_recv_error = Some(Instant::now());
-                            }
+                    self.received(got, &mut last_recv_error);
+                    // Take what librdkafka has already fetched without a trip through the
+                    // select (its timers, the shutdown watch) per message.
+                    for _ in 0..DRAIN_MAX {
+                        if self.window_filled() || self.buffer_full() {
+                            break;
                         }
+                        let Some(msg) = self.consumer.recv().now_or_never() else {
+                            break;
+                        };
+                        let got = msg.map(|m| self.detach(&m));
+                        self.received(got, &mut last_recv_error);
                     }
                 }
             }
             self.drop_revoked();
-            if self.flush_due() {
-                self.try_flush().await?;
+            if self.inflight.is_none() && self.flush_due() {
+                self.start_flush();
             }
             self.clean_up_orphans().await;
         }
         // Shutdown: commit what is buffered, retrying for a bounded time.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while self.buffer.rows() > 0 && Instant::now() < deadline {
-            self.retry_at = None;
-            if self.try_flush().await.is_err() || self.buffer.rows() > 0 {
+        loop {
+            if self.inflight.is_some() {
+                let done = join(&mut self.inflight).await;
+                self.inflight = None;
+                self.finish_flush(done)?;
+            }
+            if self.buffer.rows() == 0 || Instant::now() >= deadline {
+                break;
+            }
+            if self.retry_at.is_some_and(|t| Instant::now() < t) {
                 tokio::time::sleep(self.retry_delay).await;
             }
+            self.retry_at = None;
+            self.start_flush();
         }
         if self.buffer.rows() > 0 {
             warn!(
@@ -149,9 +205,13 @@ impl Pipeline {
         if every.is_zero() || self.cleaned.is_some_and(|t| t.elapsed() < every) {
             return;
         }
+        // Only between flushes: none of this process's uploads may be in flight.
+        let Some(writer) = self.writer.as_mut() else {
+            return;
+        };
         self.cleaned = Some(Instant::now());
         let min_age = Duration::from_secs(self.cfg.orphan_min_age_s);
-        match self.writer.remove_orphans(min_age).await {
+        match writer.remove_orphans(min_age).await {
             Ok(0) => {}
             Ok(n) => info!(
                 files = n,
@@ -164,8 +224,9 @@ impl Pipeline {
     /// Pauses every assigned partition when `full`, resumes them when not. Partitions assigned
     /// while paused are paused on the next call.
     fn set_paused(&mut self, full: bool) {
-        IngestStats::set(&self.stats.buffered_messages, self.buffer.rows() as u64);
-        IngestStats::set(&self.stats.buffered_bytes, self.buffer.bytes() as u64);
+        let (rows, bytes) = self.held();
+        IngestStats::set(&self.stats.buffered_messages, rows as u64);
+        IngestStats::set(&self.stats.buffered_bytes, bytes as u64);
         let rebalances = self
             .stats
             .rebalances
@@ -191,9 +252,8 @@ impl Pipeline {
                 if full && self.paused.is_none() {
                     IngestStats::add(&self.stats.pauses, 1);
                     warn!(
-                        buffered = self.buffer.rows(),
-                        bytes = self.buffer.bytes(),
-                        "buffer full (the store is slow or down): partitions paused"
+                        buffered = rows,
+                        bytes, "buffer full (the store is slow or down): partitions paused"
                     );
                 } else if !full {
                     info!("buffer drained: partitions resumed");
@@ -206,7 +266,7 @@ impl Pipeline {
 
     /// Copies a message out of the consumer's buffer; `None` for topics not configured.
     fn detach(&self, m: &rdkafka::message::BorrowedMessage<'_>) -> Option<RawMessage> {
-        let topic = self.writer.topic(m.topic())?;
+        let topic = self.topics.get(m.topic())?;
         Some(RawMessage {
             topic: topic.clone(),
             partition: m.partition(),
@@ -295,59 +355,150 @@ impl Pipeline {
         if self.buffer.rows() == 0 || self.retry_at.is_some_and(|t| Instant::now() < t) {
             return false;
         }
-        self.buffer.rows() >= self.cfg.flush_rows
-            || self.buffer.bytes() >= self.cfg.flush_bytes
-            || self.buffer.age() >= Duration::from_millis(self.cfg.flush_age_ms)
+        self.window_filled() || self.buffer.age() >= Duration::from_millis(self.cfg.flush_age_ms)
     }
 
-    /// Flushes; a retryable failure keeps the buffer and backs off, others stop the pipeline.
-    async fn try_flush(&mut self) -> Result<()> {
-        match self.flush().await {
-            Ok(()) => {
-                self.retry_at = None;
-                self.retry_delay = Duration::from_millis(200);
-                Ok(())
+    /// Whether the buffer holds a flush's worth by size (its age is checked by
+    /// [`Self::flush_due`]).
+    fn window_filled(&self) -> bool {
+        self.buffer.rows() >= self.cfg.flush_rows || self.buffer.bytes() >= self.cfg.flush_bytes
+    }
+
+    /// Whether what is held (buffered plus in flight) is at a cap.
+    fn buffer_full(&self) -> bool {
+        let (rows, bytes) = self.held();
+        rows >= self.cfg.max_buffered_messages || bytes >= self.cfg.max_buffered_bytes
+    }
+
+    /// Handles one result of the consumer: buffers a message, reports an error (at most every
+    /// 10 s).
+    fn received(
+        &mut self,
+        got: std::result::Result<Option<RawMessage>, rdkafka::error::KafkaError>,
+        last_error: &mut Option<Instant>,
+    ) {
+        self.drop_revoked();
+        match got {
+            Ok(Some(raw)) => self.accept(raw),
+            Ok(None) => {}
+            Err(e) => {
+                if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    warn!(error = %e, "kafka consumer error (will keep retrying)");
+                    *last_error = Some(Instant::now());
+                }
             }
-            Err(e) if e.is_retryable() => {
-                IngestStats::add(&self.stats.commit_failures, 1);
-                error!(error = %e, retry_in = ?self.retry_delay, "flush failed; buffer kept");
-                self.retry_at = Some(Instant::now() + self.retry_delay);
-                self.retry_delay = (self.retry_delay * 2).min(MAX_RETRY_DELAY);
-                Ok(())
-            }
-            Err(e) => Err(e),
         }
     }
 
-    async fn flush(&mut self) -> Result<()> {
-        for topic in self.buffer.topics() {
-            // Shared with the decoding thread rather than copied; back into the buffer if the
-            // commit fails.
-            let taken = Arc::new(self.buffer.take_topic(&topic));
-            if let Err(e) = self.flush_topic(&topic, taken.clone()).await {
-                self.buffer
-                    .restore(Arc::try_unwrap(taken).unwrap_or_else(|shared| (*shared).clone()));
-                return Err(e);
+    /// Messages read but not yet committed: buffered, and held by the flush in flight.
+    fn held(&self) -> (usize, usize) {
+        let (rows, bytes) = self.inflight.as_ref().map_or((0, 0), |f| (f.rows, f.bytes));
+        (self.buffer.rows() + rows, self.buffer.bytes() + bytes)
+    }
+
+    /// Takes everything buffered into a flush task (the caller checked none is in flight).
+    fn start_flush(&mut self) {
+        let Some(mut writer) = self.writer.take() else {
+            return;
+        };
+        let (rows, bytes) = (self.buffer.rows(), self.buffer.bytes());
+        let taken: Vec<(Arc<str>, TopicMessages)> = self
+            .buffer
+            .topics()
+            .into_iter()
+            .map(|t| {
+                let m = self.buffer.take_topic(&t);
+                (t, m)
+            })
+            .collect();
+        let task = tokio::spawn(async move {
+            let mut stored = Vec::new();
+            let mut rest = taken.into_iter();
+            while let Some((topic, messages)) = rest.next() {
+                // Shared with the decoding threads rather than copied; back into the buffer
+                // if the commit fails.
+                let messages = Arc::new(messages);
+                match writer.write(&topic, messages.clone()).await {
+                    Ok(last) => stored.push(last),
+                    Err(e) => {
+                        let mut back =
+                            vec![Arc::try_unwrap(messages).unwrap_or_else(|m| (*m).clone())];
+                        back.extend(rest.map(|(_, m)| m));
+                        return FlushDone {
+                            writer,
+                            stored,
+                            failed: Some((e, back)),
+                        };
+                    }
+                }
             }
+            FlushDone {
+                writer,
+                stored,
+                failed: None,
+            }
+        });
+        self.inflight = Some(Inflight { task, rows, bytes });
+    }
+
+    /// Takes a finished flush's results: records what it stored; on a retryable failure puts
+    /// its messages back (those of partitions still owned, ahead of anything read since) and
+    /// backs off; other failures stop the pipeline.
+    fn finish_flush(
+        &mut self,
+        done: std::result::Result<FlushDone, tokio::task::JoinError>,
+    ) -> Result<()> {
+        let done = done.map_err(|e| Error::Flush(e.to_string()))?;
+        self.writer = Some(done.writer);
+        for last in &done.stored {
+            self.stored(last);
         }
+        let Some((e, back)) = done.failed else {
+            self.retry_at = None;
+            self.retry_delay = Duration::from_millis(200);
+            return Ok(());
+        };
+        if !e.is_retryable() {
+            return Err(e);
+        }
+        // Revoked while in flight: another member reads them from the stored offsets.
+        self.drop_revoked();
+        let assignment = self.consumer.context().assignment();
+        for mut messages in back {
+            messages.retain(|tp, _| assignment.positions.contains_key(tp));
+            self.buffer.restore(messages);
+        }
+        drop(assignment);
+        IngestStats::add(&self.stats.commit_failures, 1);
+        error!(error = %e, retry_in = ?self.retry_delay, "flush failed; buffer kept");
+        self.retry_at = Some(Instant::now() + self.retry_delay);
+        self.retry_delay = (self.retry_delay * 2).min(MAX_RETRY_DELAY);
         Ok(())
     }
 
-    async fn flush_topic(&mut self, topic: &Arc<str>, taken: Arc<TopicMessages>) -> Result<()> {
-        let last = self.writer.write(topic, taken).await?;
+    /// Records offsets a commit stored (positions, lag) and mirrors them to Kafka's committed
+    /// offsets, which are for lag monitoring only.
+    fn stored(&self, last: &BTreeMap<TopicPartition, i64>) {
         if last.is_empty() {
-            return Ok(());
+            return;
         }
-        self.consumer.context().stored(&last);
-
-        // Kafka's own committed offsets, for lag monitoring only.
+        self.consumer.context().stored(last);
         let mut tpl = TopicPartitionList::new();
-        for ((t, p), o) in &last {
+        for ((t, p), o) in last {
             let _ = tpl.add_partition_offset(t, *p, Offset::Offset(o + 1));
         }
         if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
             debug!(error = %e, "kafka offset commit (monitoring only) failed");
         }
-        Ok(())
+    }
+}
+
+/// Waits for the flush in flight; never ready when there is none.
+async fn join(
+    inflight: &mut Option<Inflight>,
+) -> std::result::Result<FlushDone, tokio::task::JoinError> {
+    match inflight {
+        Some(f) => (&mut f.task).await,
+        None => std::future::pending().await,
     }
 }
