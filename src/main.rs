@@ -148,6 +148,10 @@ enum MlCommand {
         /// Simulated minutes (one tick each), ending now.
         #[arg(long, default_value_t = 600)]
         minutes: u64,
+        /// When the period ends instead of now (RFC 3339). The series follow the time of day,
+        /// so a fixed end gives the same data on every run.
+        #[arg(long)]
+        end: Option<chrono::DateTime<chrono::Utc>>,
         /// Where to write the injected anomalies (JSON).
         #[arg(long)]
         truth: PathBuf,
@@ -353,14 +357,16 @@ async fn run(cli: Cli) -> Result<()> {
                     brokers,
                     hosts,
                     minutes,
+                    end,
                     truth,
                     seed,
                 },
         } => {
             let stats = std::sync::Arc::new(producer::ProduceStats::default());
             let s = stats.clone();
+            let end = end.unwrap_or_else(chrono::Utc::now);
             let injected = tokio::task::spawn_blocking(move || {
-                producer::generate_period(&brokers, hosts, minutes, seed, s)
+                producer::generate_period(&brokers, hosts, minutes, end, seed, s)
             })
             .await
             .map_err(|e| crate::error::Error::Task(e.to_string()))??;

@@ -107,12 +107,13 @@ pub(crate) fn run_generator(
     Ok(generator.injected)
 }
 
-/// Produces `minutes` simulated minutes ending now, as fast as the broker takes them, and
+/// Produces `minutes` simulated minutes ending at `end`, as fast as the broker takes them, and
 /// waits for every acknowledgement; returns what the generator injected.
 pub(crate) fn generate_period(
     brokers: &str,
     hosts: usize,
     minutes: u64,
+    end: chrono::DateTime<Utc>,
     seed: u64,
     stats: Arc<ProduceStats>,
 ) -> Result<Vec<Injected>> {
@@ -120,7 +121,7 @@ pub(crate) fn generate_period(
     let minutes_i = i64::try_from(minutes).unwrap_or(i64::MAX / 120);
     let mut generator = Generator::new(
         hosts,
-        Utc::now() - chrono::Duration::seconds(minutes_i * STEP_SECS),
+        end - chrono::Duration::seconds(minutes_i * STEP_SECS),
         seed,
         0,
     );
