@@ -142,10 +142,7 @@ impl Pipeline {
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => {}
-                done = join(&mut self.inflight) => {
-                    self.inflight = None;
-                    self.finish_flush(done)?;
-                }
+                done = join(&mut self.inflight) => self.finish_flush(done)?,
                 _ = tick.tick() => self.position_unpositioned().await,
                 msg = self.consumer.recv(), if !wait => {
                     let got = msg.map(|m| self.detach(&m));
@@ -175,7 +172,6 @@ impl Pipeline {
         loop {
             if self.inflight.is_some() {
                 let done = join(&mut self.inflight).await;
-                self.inflight = None;
                 self.finish_flush(done)?;
             }
             if self.buffer.rows() == 0 || Instant::now() >= deadline {
@@ -406,10 +402,7 @@ impl Pipeline {
             .buffer
             .topics()
             .into_iter()
-            .map(|t| {
-                let m = self.buffer.take_topic(&t);
-                (t, m)
-            })
+            .map(|t| (t.clone(), self.buffer.take_topic(&t)))
             .collect();
         let task = tokio::spawn(async move {
             let mut stored = Vec::new();
@@ -493,12 +486,14 @@ impl Pipeline {
     }
 }
 
-/// Waits for the flush in flight; never ready when there is none.
+/// Waits for the flush in flight and clears it; never ready when there is none.
 async fn join(
     inflight: &mut Option<Inflight>,
 ) -> std::result::Result<FlushDone, tokio::task::JoinError> {
-    match inflight {
+    let done = match inflight {
         Some(f) => (&mut f.task).await,
         None => std::future::pending().await,
-    }
+    };
+    *inflight = None;
+    done
 }

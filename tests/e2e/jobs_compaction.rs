@@ -89,19 +89,9 @@ fn compaction_turns_hundreds_of_small_files_into_a_few_while_ingest_commits() {
     std::thread::sleep(Duration::from_secs(2));
     let rows_at_start = sakura::counts(flight).unwrap().0;
     let started = Instant::now();
-    let out = sakura::command()
-        .args(["jobs", "run", "compact_raw_telemetry", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let text = sakura::run_job(&config, "compact_raw_telemetry");
     let took = started.elapsed();
     let rows_at_end = sakura::counts(flight).unwrap().0;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     // "raw.telemetry: files 812 -> 3 (...)"
     let files: Vec<usize> = text
         .split("files ")

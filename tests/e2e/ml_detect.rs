@@ -145,23 +145,18 @@ fn models_trained_on_s3_flag_the_generators_injected_anomalies_over_flight_and_k
         end -= chrono::Duration::days(1);
     }
     let truth_path = tmp.path().join("truth.json");
-    let out = sakura::command()
-        .args([
-            "ml",
-            "generate",
-            "--brokers",
-            &tansu.brokers(),
-            "--hosts",
-            "20",
-        ])
-        .args(["--minutes", "600", "--end", &end.to_rfc3339(), "--truth"])
-        .arg(&truth_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    sakura::succeed(
+        sakura::command()
+            .args([
+                "ml",
+                "generate",
+                "--brokers",
+                &tansu.brokers(),
+                "--hosts",
+                "20",
+            ])
+            .args(["--minutes", "600", "--end", &end.to_rfc3339(), "--truth"])
+            .arg(&truth_path),
     );
     let truth: Vec<Injected> =
         serde_json::from_slice(&std::fs::read(&truth_path).unwrap()).unwrap();
@@ -193,13 +188,11 @@ fn models_trained_on_s3_flag_the_generators_injected_anomalies_over_flight_and_k
     );
 
     // The registry lists every version.
-    let out = sakura::command()
-        .args(["ml", "models", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{listing}");
+    let listing = sakura::succeed(
+        sakura::command()
+            .args(["ml", "models", "--config"])
+            .arg(&config),
+    );
     for (name, version, kind) in [
         ("host_metrics", "1", "forecaster"),
         ("host_metrics", "2", "forecaster"),

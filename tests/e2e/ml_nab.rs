@@ -16,18 +16,12 @@ fn ml_nab_writes_nab_results_and_prints_the_three_profiles() {
         data.display()
     );
     let tmp = test_dir();
-    let out = sakura::command()
-        .args(["ml", "nab", "--detector", "windowed_gaussian", "--data"])
-        .arg(&data)
-        .arg("--out")
-        .arg(tmp.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = sakura::succeed(
+        sakura::command()
+            .args(["ml", "nab", "--detector", "windowed_gaussian", "--data"])
+            .arg(&data)
+            .arg("--out")
+            .arg(tmp.path()),
     );
     let line = stdout
         .lines()

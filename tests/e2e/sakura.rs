@@ -275,18 +275,23 @@ pub(crate) fn jobs(config: &Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// `sakura jobs run NAME`, which must succeed; returns its stdout.
-pub(crate) fn run_job(config: &Path, name: &str) -> String {
-    let out = command()
-        .args(["jobs", "run", name, "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
+/// Runs `cmd`, which must succeed; returns its stdout (the failure shows stdout and stderr).
+pub(crate) fn succeed(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "{name}: {text}{}",
+        "{cmd:?}: {text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
     text
+}
+
+/// `sakura jobs run NAME`, which must succeed; returns its stdout.
+pub(crate) fn run_job(config: &Path, name: &str) -> String {
+    succeed(
+        command()
+            .args(["jobs", "run", name, "--config"])
+            .arg(config),
+    )
 }
