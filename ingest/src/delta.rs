@@ -38,6 +38,17 @@ pub fn app_id(topic: &str, partition: i32) -> String {
 pub struct DeltaSink {
     def: TableDef,
     table: DeltaTable,
+    /// The stored offsets (`None`: nothing stored) of the partitions read or committed so far,
+    /// as of one table version. A version of the log never changes, so while the table is at
+    /// that version these are exactly what replaying its `txn` actions would return; any other
+    /// version (another member's commit, a schema change) starts the map afresh.
+    known: KnownOffsets,
+}
+
+#[derive(Debug, Default)]
+struct KnownOffsets {
+    version: Option<u64>,
+    offsets: BTreeMap<TopicPartition, Option<i64>>,
 }
 
 impl DeltaSink {
@@ -86,7 +97,11 @@ impl DeltaSink {
             }
             Err(e) => return Err(Error::delta(&def.table, "failed to load", e)),
         }
-        Ok(Self { def, table })
+        Ok(Self {
+            def,
+            table,
+            known: KnownOffsets::default(),
+        })
     }
 
     pub fn def(&self) -> &TableDef {
@@ -94,11 +109,42 @@ impl DeltaSink {
     }
 
     /// Refreshes the table and reads the last offset it stores for each of `partitions`.
+    /// Offsets already known at the refreshed version are not read from the log again (ADR
+    /// 0003, addendum).
     pub(crate) async fn stored_offsets(
         &mut self,
         partitions: &[TopicPartition],
     ) -> Result<BTreeMap<TopicPartition, i64>> {
-        stored_offsets(&mut self.table, partitions).await
+        self.table
+            .update_incremental(None)
+            .await
+            .map_err(|e| Error::delta(&self.def.table, "failed to refresh", e))?;
+        let version = self.table.version();
+        if self.known.version != version {
+            self.known = KnownOffsets {
+                version,
+                offsets: BTreeMap::new(),
+            };
+        }
+        let missing: Vec<TopicPartition> = partitions
+            .iter()
+            .filter(|tp| !self.known.offsets.contains_key(*tp))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            let read = read_offsets(&self.table, &missing).await?;
+            for tp in missing {
+                let stored = read.get(&tp).copied();
+                self.known.offsets.insert(tp, stored);
+            }
+        }
+        Ok(partitions
+            .iter()
+            .filter_map(|tp| {
+                let stored = self.known.offsets.get(tp).copied().flatten()?;
+                Some((tp.clone(), stored))
+            })
+            .collect())
     }
 
     /// A second handle on the same table, for readers that refresh on their own.
@@ -243,6 +289,7 @@ impl DeltaSink {
             .table
             .snapshot()
             .map_err(|e| Error::delta(&self.def.table, "failed to read the snapshot", e))?;
+        let base = snapshot.version();
         // A window whose messages were all dead letters has no files but still moves the
         // offsets forward.
         let commit =
@@ -251,6 +298,19 @@ impl DeltaSink {
                 .build(Some(snapshot), self.table.log_store(), operation)
                 .await
                 .map_err(|e| Error::delta(&self.def.table, "failed to commit", e))?;
+        // The commit already brought a snapshot up to its version: keep it, so the next
+        // refresh does not read the same log entries again.
+        self.table.state = Some(commit.snapshot());
+        if self.known.version == Some(base) && commit.version == base + 1 {
+            // Nothing else landed between the snapshot read and this commit: the offsets known
+            // then plus the ones just recorded are the table's at the new version.
+            self.known.version = Some(commit.version);
+            for (tp, offset) in offsets {
+                self.known.offsets.insert(tp.clone(), Some(*offset));
+            }
+        } else {
+            self.known = KnownOffsets::default();
+        }
         Ok(commit.version)
     }
 }
@@ -316,11 +376,19 @@ pub(crate) async fn stored_offsets(
     table: &mut DeltaTable,
     partitions: &[TopicPartition],
 ) -> Result<BTreeMap<TopicPartition, i64>> {
-    let name = table.table_url().to_string();
     table
         .update_incremental(None)
         .await
-        .map_err(|e| Error::delta(&name, "failed to refresh", e))?;
+        .map_err(|e| Error::delta(table.table_url(), "failed to refresh", e))?;
+    read_offsets(table, partitions).await
+}
+
+/// The last offset stored for each topic-partition at the table's loaded version.
+async fn read_offsets(
+    table: &DeltaTable,
+    partitions: &[TopicPartition],
+) -> Result<BTreeMap<TopicPartition, i64>> {
+    let name = table.table_url().to_string();
     let snapshot = table
         .snapshot()
         .map_err(|e| Error::delta(&name, "failed to read the snapshot", e))?;
