@@ -150,6 +150,32 @@ fn literal(
     }
 }
 
+/// The rows of `target` a replace run rewrites: those whose `column` lies in `w`. On a date
+/// column the window's last instant decides the last day: an open window ends mid-day, and the
+/// rows of that day are in the result, so that day is replaced too (`day < date(end)` would
+/// leave it out, and Delta would reject the write for rows outside the predicate).
+fn replace_predicate(
+    job: &str,
+    target: &str,
+    stored: &arrow::datatypes::Schema,
+    column: &str,
+    w: Window,
+) -> Result<Expr> {
+    let ty = stored
+        .field_with_name(column)
+        .map_err(|_| Error::job(job, format!("{target} has no column {column}")))?
+        .data_type()
+        .clone();
+    let from = col(column).gt_eq(literal(job, column, &ty, w.start)?);
+    Ok(match ty {
+        DataType::Date32 | DataType::Date64 => {
+            let last = w.end - chrono::Duration::microseconds(1);
+            from.and(col(column).lt_eq(literal(job, column, &ty, last)?))
+        }
+        _ => from.and(col(column).lt(literal(job, column, &ty, w.end)?)),
+    })
+}
+
 /// Casts `batch`'s columns to `schema`'s types (views to plain strings, ...), by name.
 fn conform(job: &str, batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     let mut columns = Vec::with_capacity(schema.fields().len());
@@ -203,16 +229,8 @@ async fn write(
         .iter()
         .map(|b| conform(job, b, &stored))
         .collect::<Result<Vec<_>>>()?;
-    let replace_predicate = |column: &str, w: Window| -> Result<Expr> {
-        let ty = stored
-            .field_with_name(column)
-            .map_err(|_| Error::job(job, format!("{target} has no column {column}")))?
-            .data_type()
-            .clone();
-        Ok(col(column)
-            .gt_eq(literal(job, column, &ty, w.start)?)
-            .and(col(column).lt(literal(job, column, &ty, w.end)?)))
-    };
+    let replace_predicate =
+        |column: &str, w: Window| replace_predicate(job, target, &stored, column, w);
     if rows == 0 {
         // Nothing to write (Delta refuses an empty write): the window's old rows still go.
         let delete = match (mode, replace_column, window) {
@@ -339,5 +357,93 @@ mod tests {
         assert!(literal("j", "b", &window_type(), t).is_ok());
         assert!(literal("j", "b", &DataType::Date32, t).is_ok());
         assert!(literal("j", "b", &DataType::Utf8, t).is_err());
+    }
+
+    /// Which of `values` (a column `c` of type `ty`, cast from microseconds) the replace
+    /// predicate of `w` selects.
+    async fn selected(ty: DataType, values: &[&str], w: Window) -> Vec<String> {
+        use datafusion::prelude::SessionContext;
+        let us: Vec<i64> = values
+            .iter()
+            .map(|v| {
+                chrono::DateTime::parse_from_rfc3339(v)
+                    .unwrap()
+                    .timestamp_micros()
+            })
+            .collect();
+        let raw = arrow::array::TimestampMicrosecondArray::from(us).with_timezone("UTC");
+        let column = cast(&raw, &ty).unwrap();
+        let schema = arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+            "c",
+            ty.clone(),
+            false,
+        )]);
+        let batch = RecordBatch::try_new(Arc::new(schema.clone()), vec![column]).unwrap();
+        let predicate = replace_predicate("j", "t", &schema, "c", w).unwrap();
+        let out = SessionContext::new()
+            .read_batch(batch)
+            .unwrap()
+            .filter(predicate)
+            .unwrap()
+            .select(vec![datafusion::prelude::cast(col("c"), DataType::Utf8)])
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        out.iter()
+            .flat_map(|b| {
+                let a = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<arrow::array::StringArray>()
+                    .unwrap();
+                a.iter().flatten().map(str::to_string).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn w(start: &str, end: &str) -> Window {
+        let t = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+        };
+        Window {
+            start: t(start),
+            end: t(end),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_open_window_replaces_its_last_day_on_a_date_column() {
+        let days = [
+            "2026-11-28T00:00:00Z",
+            "2026-11-29T00:00:00Z",
+            "2026-11-30T00:00:00Z",
+            "2026-12-01T00:00:00Z",
+        ];
+        // Open: ends at the fire time, mid-day; the day it ends in is in the result.
+        let open = w("2026-11-29T00:00:00Z", "2026-11-30T19:42:30Z");
+        assert_eq!(
+            selected(DataType::Date32, &days, open).await,
+            ["2026-11-29", "2026-11-30"]
+        );
+        // Closed at midnight: the next day is not part of it.
+        let closed = w("2026-11-29T00:00:00Z", "2026-11-30T00:00:00Z");
+        assert_eq!(
+            selected(DataType::Date32, &days, closed).await,
+            ["2026-11-29"]
+        );
+        // A timestamp column keeps the half-open window.
+        let instants = [
+            "2026-11-29T00:00:00Z",
+            "2026-11-30T19:42:29Z",
+            "2026-11-30T19:42:30Z",
+        ];
+        assert_eq!(
+            selected(window_type(), &instants, open).await.len(),
+            2,
+            "the window's end is exclusive on a timestamp column"
+        );
     }
 }
