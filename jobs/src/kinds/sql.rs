@@ -169,6 +169,18 @@ fn replace_predicate(
     let from = col(column).gt_eq(literal(job, column, &ty, w.start)?);
     Ok(match ty {
         DataType::Date32 | DataType::Date64 => {
+            if w.start.timestamp_micros().rem_euclid(86_400_000_000) != 0 {
+                // The whole first day would be replaced by the part of it the window covers.
+                return Err(Error::job(
+                    job,
+                    format!(
+                        "replace_column {column} of {target} is a date, but the window starts \
+                         mid-day ({}): replacing that day would drop its rows before the \
+                         window; use a timestamp column or a window of whole days",
+                        w.start.to_rfc3339()
+                    ),
+                ));
+            }
             let last = w.end - chrono::Duration::microseconds(1);
             from.and(col(column).lt_eq(literal(job, column, &ty, last)?))
         }
@@ -434,6 +446,15 @@ mod tests {
             selected(DataType::Date32, &days, closed).await,
             ["2026-11-29"]
         );
+        // A window starting mid-day cannot replace whole days: an error, not lost rows.
+        let schema = arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+            "c",
+            DataType::Date32,
+            false,
+        )]);
+        let hourly = w("2026-11-30T10:00:00Z", "2026-11-30T11:00:00Z");
+        let err = replace_predicate("j", "t", &schema, "c", hourly).unwrap_err();
+        assert!(err.to_string().contains("starts mid-day"), "{err}");
         // A timestamp column keeps the half-open window.
         let instants = [
             "2026-11-29T00:00:00Z",
