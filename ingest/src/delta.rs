@@ -115,10 +115,7 @@ impl DeltaSink {
         &mut self,
         partitions: &[TopicPartition],
     ) -> Result<BTreeMap<TopicPartition, i64>> {
-        self.table
-            .update_incremental(None)
-            .await
-            .map_err(|e| Error::delta(&self.def.table, "failed to refresh", e))?;
+        refresh(&mut self.table).await?;
         let version = self.table.version();
         if self.known.version != version {
             self.known = KnownOffsets {
@@ -177,10 +174,7 @@ impl DeltaSink {
                 Ok(())
             }
             Err(e) => {
-                self.table
-                    .update_incremental(None)
-                    .await
-                    .map_err(|e| Error::delta(&self.def.table, "failed to refresh", e))?;
+                refresh(&mut self.table).await?;
                 let have = self
                     .table
                     .snapshot()
@@ -202,10 +196,7 @@ impl DeltaSink {
     /// commit. Returns how many files were deleted.
     pub(crate) async fn remove_orphans(&mut self, min_age: std::time::Duration) -> Result<usize> {
         let name = self.def.table.to_string();
-        self.table
-            .update_incremental(None)
-            .await
-            .map_err(|e| Error::delta(&name, "failed to refresh", e))?;
+        refresh(&mut self.table).await?;
         let log_store = self.table.log_store();
         let state = self
             .table
@@ -300,18 +291,19 @@ impl DeltaSink {
                 .map_err(|e| Error::delta(&self.def.table, "failed to commit", e))?;
         // The commit already brought a snapshot up to its version: keep it, so the next
         // refresh does not read the same log entries again.
-        self.table.state = Some(commit.snapshot());
-        if self.known.version == Some(base) && commit.version == base + 1 {
+        let version = commit.version;
+        self.table.state = Some(commit.snapshot);
+        if self.known.version == Some(base) && version == base + 1 {
             // Nothing else landed between the snapshot read and this commit: the offsets known
             // then plus the ones just recorded are the table's at the new version.
-            self.known.version = Some(commit.version);
+            self.known.version = Some(version);
             for (tp, offset) in offsets {
                 self.known.offsets.insert(tp.clone(), Some(*offset));
             }
         } else {
             self.known = KnownOffsets::default();
         }
-        Ok(commit.version)
+        Ok(version)
     }
 }
 
@@ -376,11 +368,16 @@ pub(crate) async fn stored_offsets(
     table: &mut DeltaTable,
     partitions: &[TopicPartition],
 ) -> Result<BTreeMap<TopicPartition, i64>> {
+    refresh(table).await?;
+    read_offsets(table, partitions).await
+}
+
+/// Brings `table` up to the newest version in its log.
+async fn refresh(table: &mut DeltaTable) -> Result<()> {
     table
         .update_incremental(None)
         .await
-        .map_err(|e| Error::delta(table.table_url(), "failed to refresh", e))?;
-    read_offsets(table, partitions).await
+        .map_err(|e| Error::delta(table.table_url(), "failed to refresh", e))
 }
 
 /// The last offset stored for each topic-partition at the table's loaded version.

@@ -276,20 +276,30 @@ impl Pipeline {
     fn accept(&mut self, raw: RawMessage) {
         let tp: TopicPartition = (raw.topic.clone(), raw.partition);
         let offset = raw.offset;
-        {
+        // One lock per message: the revocations the last poll saw are taken with the position.
+        let (revoked, expected) = {
             let mut assignment = self.consumer.context().assignment();
-            match assignment.positions.get_mut(&tp) {
+            let revoked = std::mem::take(&mut assignment.revoked);
+            let expected = match assignment.positions.get_mut(&tp) {
                 Some(Some(pos)) if offset >= pos.next => {
-                    if pos.next != i64::MIN && offset > pos.next {
-                        debug!(topic = %tp.0, partition = tp.1, expected = pos.next, offset, "offset gap");
-                    }
+                    let expected = pos.next;
                     pos.next = offset + 1;
+                    Some(expected)
                 }
-                _ => {
-                    IngestStats::add(&self.stats.messages_skipped, 1);
-                    return;
-                }
-            }
+                _ => None,
+            };
+            (revoked, expected)
+        };
+        // Before this message is buffered: a partition revoked and assigned back is read again.
+        for revoked in revoked {
+            self.buffer.drop_partition(&revoked);
+        }
+        let Some(expected) = expected else {
+            IngestStats::add(&self.stats.messages_skipped, 1);
+            return;
+        };
+        if expected != i64::MIN && offset > expected {
+            debug!(topic = %tp.0, partition = tp.1, expected, offset, "offset gap");
         }
         IngestStats::add(&self.stats.messages_consumed, 1);
         IngestStats::add(
@@ -373,11 +383,11 @@ impl Pipeline {
         got: std::result::Result<Option<RawMessage>, rdkafka::error::KafkaError>,
         last_error: &mut Option<Instant>,
     ) {
-        self.drop_revoked();
         match got {
             Ok(Some(raw)) => self.accept(raw),
-            Ok(None) => {}
+            Ok(None) => self.drop_revoked(),
             Err(e) => {
+                self.drop_revoked();
                 if last_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                     warn!(error = %e, "kafka consumer error (will keep retrying)");
                     *last_error = Some(Instant::now());
@@ -402,7 +412,10 @@ impl Pipeline {
             .buffer
             .topics()
             .into_iter()
-            .map(|t| (t.clone(), self.buffer.take_topic(&t)))
+            .map(|t| {
+                let messages = self.buffer.take_topic(&t);
+                (t, messages)
+            })
             .collect();
         let task = tokio::spawn(async move {
             let mut stored = Vec::new();

@@ -19,7 +19,7 @@ use deltalake::kernel::engine::arrow_conversion::TryIntoArrow;
 use deltalake::protocol::SaveMode;
 use serde::Deserialize;
 
-use super::window::{Plan, WindowParams};
+use super::window::{Plan, WindowParams, floor};
 use super::{JobKind, Outcome, RunContext};
 use crate::config::Job;
 use crate::delta;
@@ -169,7 +169,7 @@ fn replace_predicate(
     let from = col(column).gt_eq(literal(job, column, &ty, w.start)?);
     Ok(match ty {
         DataType::Date32 | DataType::Date64 => {
-            if w.start.timestamp_micros().rem_euclid(86_400_000_000) != 0 {
+            if floor(w.start, std::time::Duration::from_secs(86_400)) != w.start {
                 // The whole first day would be replaced by the part of it the window covers.
                 return Err(Error::job(
                     job,
@@ -371,6 +371,11 @@ mod tests {
         assert!(literal("j", "b", &DataType::Utf8, t).is_err());
     }
 
+    /// A schema of one column `c` of type `ty`.
+    fn schema_of(ty: DataType) -> arrow::datatypes::Schema {
+        arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new("c", ty, false)])
+    }
+
     /// Which of `values` (a column `c` of type `ty`, cast from microseconds) the replace
     /// predicate of `w` selects.
     async fn selected(ty: DataType, values: &[&str], w: Window) -> Vec<String> {
@@ -385,11 +390,7 @@ mod tests {
             .collect();
         let raw = arrow::array::TimestampMicrosecondArray::from(us).with_timezone("UTC");
         let column = cast(&raw, &ty).unwrap();
-        let schema = arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
-            "c",
-            ty.clone(),
-            false,
-        )]);
+        let schema = schema_of(ty);
         let batch = RecordBatch::try_new(Arc::new(schema.clone()), vec![column]).unwrap();
         let predicate = replace_predicate("j", "t", &schema, "c", w).unwrap();
         let out = SessionContext::new()
@@ -447,13 +448,9 @@ mod tests {
             ["2026-11-29"]
         );
         // A window starting mid-day cannot replace whole days: an error, not lost rows.
-        let schema = arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
-            "c",
-            DataType::Date32,
-            false,
-        )]);
         let hourly = w("2026-11-30T10:00:00Z", "2026-11-30T11:00:00Z");
-        let err = replace_predicate("j", "t", &schema, "c", hourly).unwrap_err();
+        let err =
+            replace_predicate("j", "t", &schema_of(DataType::Date32), "c", hourly).unwrap_err();
         assert!(err.to_string().contains("starts mid-day"), "{err}");
         // A timestamp column keeps the half-open window.
         let instants = [

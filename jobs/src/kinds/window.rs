@@ -98,7 +98,8 @@ impl WindowParams {
     }
 }
 
-fn floor(t: DateTime<Utc>, step: Duration) -> DateTime<Utc> {
+/// `t` rounded down to a multiple of `step` since the Unix epoch (UTC).
+pub(crate) fn floor(t: DateTime<Utc>, step: Duration) -> DateTime<Utc> {
     let step_us = i64::try_from(step.as_micros()).unwrap_or(i64::MAX).max(1);
     let us = t.timestamp_micros();
     DateTime::from_timestamp_micros(us - us.rem_euclid(step_us)).unwrap_or(t)
