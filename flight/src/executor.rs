@@ -11,6 +11,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 
 use crate::update;
+use crate::wire_types::{classic_schema, to_classic};
 use crate::{Error, Result};
 
 /// A query's result: its schema and a stream of batches.
@@ -65,11 +66,17 @@ async fn plan(engine: &Engine, grants: &Grants, sql: &str) -> Result<DataFrame> 
         .await?)
 }
 
-/// Runs a planned query as a [`QueryStream`].
+/// Runs a planned query as a [`QueryStream`], in the classic Arrow types clients read.
 async fn stream_of(df: DataFrame) -> Result<QueryStream> {
     let stream = df.execute_stream().await?;
-    let schema = stream.schema();
-    Ok((schema, stream.map(|r| r.map_err(Error::from)).boxed()))
+    let schema = classic_schema(&stream.schema());
+    let out = schema.clone();
+    Ok((schema, stream.map(move |r| to_classic(r?, &out)).boxed()))
+}
+
+/// The schema clients see for a planned query.
+fn result_schema(df: &DataFrame) -> SchemaRef {
+    classic_schema(&Arc::new(df.schema().as_arrow().clone()))
 }
 
 #[async_trait]
@@ -79,7 +86,7 @@ impl QueryExecutor for Engine {
             return Ok(update::result_schema());
         }
         let df = plan(self, grants, sql).await?;
-        Ok(Arc::new(df.schema().as_arrow().clone()))
+        Ok(result_schema(&df))
     }
 
     async fn execute(&self, grants: &Grants, sql: &str) -> Result<QueryStream> {
@@ -102,7 +109,11 @@ impl QueryExecutor for Engine {
     }
 
     async fn tables(&self, grants: &Grants) -> Result<Vec<TableInfo>> {
-        Ok(engine::list_tables(&self.scoped(grants).await?).await?)
+        let mut tables = engine::list_tables(&self.scoped(grants).await?).await?;
+        for t in &mut tables {
+            t.arrow_schema = classic_schema(&t.arrow_schema);
+        }
+        Ok(tables)
     }
 
     fn table_names(&self) -> Vec<(String, String)> {
@@ -120,7 +131,7 @@ impl QueryExecutor for Engine {
         let df = plan(self, grants, sql).await?;
         let types = df.logical_plan().get_parameter_types()?;
         Ok((
-            Arc::new(df.schema().as_arrow().clone()),
+            result_schema(&df),
             crate::prepared::parameter_schema(&types),
         ))
     }

@@ -22,6 +22,7 @@ mod sql_info;
 mod stop;
 mod tls;
 mod update;
+mod wire_types;
 
 pub use api::SqlApi;
 pub use auth::{

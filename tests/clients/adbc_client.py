@@ -2,7 +2,7 @@
 
 Usage: adbc_client.py grpc://HOST:PORT
 Prints one JSON line: tables listed by adbc_get_objects, count(*) of raw.telemetry, the
-columns adbc_get_table_schema reports for it, and the results of prepared statements with bound
+columns and types adbc_get_table_schema reports for it, the types of a `SELECT *` result, and the results of prepared statements with bound
 parameters (DB-API `?` placeholders).
 """
 import json
@@ -25,6 +25,10 @@ def main(uri: str) -> None:
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) AS n FROM raw.telemetry")
             (count,) = cur.fetchone()
+            # The types a result arrives in (clients on older Arrow releases, Grafana's among
+            # them, cannot read view types).
+            cur.execute("SELECT * FROM raw.telemetry LIMIT 5")
+            result_types = {f.name: str(f.type) for f in cur.fetch_arrow_table().schema}
             # A Grafana-style time-bucketed aggregate over a time range.
             cur.execute(
                 "SELECT date_bin(INTERVAL '5 minutes', ts) AS time, service, avg(value) AS avg_cpu "
@@ -50,6 +54,8 @@ def main(uri: str) -> None:
         "tables": sorted(tables),
         "count": count,
         "schema_fields": schema.names,
+        "schema_types": {f.name: str(f.type) for f in schema},
+        "result_types": result_types,
         "buckets": len(buckets),
         "prepared_constants": constants,
         "prepared_per_service": per_service,

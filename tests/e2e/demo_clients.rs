@@ -69,6 +69,26 @@ fn demo_serves_external_clients_and_leaves_readable_delta_tables() {
         "{adbc}"
     );
     assert!(fields.contains(&"_offset".to_string()), "{adbc}");
+    // Results and table schemas arrive in classic Arrow types, which every client reads (the
+    // engine's string views would break clients on older Arrow releases, Grafana's included).
+    for key in ["schema_types", "result_types"] {
+        let types = adbc[key].as_object().unwrap();
+        assert_eq!(types["host"], "string", "{key}: {adbc}");
+        assert_eq!(types["ts"], "timestamp[us, tz=UTC]", "{key}: {adbc}");
+        assert!(
+            types["labels"]
+                .as_str()
+                .unwrap()
+                .starts_with("map<string, string"),
+            "{key}: {adbc}"
+        );
+        assert!(
+            types
+                .values()
+                .all(|t| !t.as_str().unwrap().contains("view")),
+            "{key}: {adbc}"
+        );
+    }
     assert!(adbc["buckets"].as_i64().unwrap() > 0, "{adbc}");
     // Prepared statements with `?` parameters bound through DoPut.
     assert_eq!(adbc["prepared_constants"], serde_json::json!([42, "ABC"]));

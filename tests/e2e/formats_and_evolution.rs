@@ -198,7 +198,7 @@ fn protobuf_topics_and_schema_evolution_are_queryable_over_flight_sql() {
         ],
     );
     let columns = &out["columns"];
-    assert_eq!(columns["region"], "string_view", "{out}");
+    assert_eq!(columns["region"], "string", "{out}");
     assert_eq!(columns["retries"], "int64", "{out}");
     let r = &out["results"];
     assert_eq!(r[0], serde_json::json!([[1000, 500, 1500]]), "{out}");
