@@ -147,9 +147,7 @@ pub(crate) fn parameter_schema(
                 use arrow::datatypes::DataType;
                 let ty = match types.get(name).cloned().flatten() {
                     None => DataType::Null,
-                    Some(DataType::Utf8View) => DataType::Utf8,
-                    Some(DataType::BinaryView) => DataType::Binary,
-                    Some(t) => t,
+                    Some(t) => crate::wire_types::classic_data_type(t),
                 };
                 arrow::datatypes::Field::new(name, ty, true)
             })

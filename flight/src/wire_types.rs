@@ -32,6 +32,11 @@ fn classic_type(ty: &DataType) -> Option<DataType> {
     }
 }
 
+/// `ty` with classic types in place of view types.
+pub(crate) fn classic_data_type(ty: DataType) -> DataType {
+    classic_type(&ty).unwrap_or(ty)
+}
+
 fn classic_field(field: &FieldRef) -> Option<FieldRef> {
     classic_type(field.data_type()).map(|ty| Arc::new(field.as_ref().clone().with_data_type(ty)))
 }
@@ -58,12 +63,9 @@ pub(crate) fn classic_schema(schema: &SchemaRef) -> SchemaRef {
     }
 }
 
-/// `batch` cast to `schema`, the [`classic_schema`] of its own; returned as is when that is the
-/// batch's schema.
+/// `batch` cast to `schema`, the [`classic_schema`] of its own (columns already of their
+/// classic type are kept as they are).
 pub(crate) fn to_classic(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
-    if Arc::ptr_eq(&batch.schema(), schema) || batch.schema().fields() == schema.fields() {
-        return Ok(batch);
-    }
     let columns = batch
         .columns()
         .iter()
