@@ -312,7 +312,7 @@ mod tests {
                 partition: 0,
                 offset: i as i64,
                 key: None,
-                value: Some(r.value.clone().into_bytes()),
+                value: Some(r.value.clone().into_bytes().into()),
             })
             .collect();
         let out = decoder.decode(&msgs).unwrap();

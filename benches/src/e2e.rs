@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use crate::IngestArgs;
 use crate::error::{Error, Result};
 use crate::kafka::Broker;
-use crate::procs::{Proc, free_port, http, wait_port};
+use crate::procs::{Proc, cpu_seconds, free_port, http, wait_port};
 
 /// moto's S3 server (enforces `If-None-Match: *`, as MinIO does), killed on drop.
 #[derive(Debug)]
 pub(crate) struct S3Server {
-    _proc: Proc,
+    proc: Proc,
     port: u16,
 }
 
@@ -37,7 +37,11 @@ impl S3Server {
                 "creating bucket lake failed: {status} {body}"
             )));
         }
-        Ok(Self { _proc: proc, port })
+        Ok(Self { proc, port })
+    }
+
+    pub(crate) fn pid(&self) -> String {
+        self.proc.child.id().to_string()
     }
 }
 
@@ -47,6 +51,8 @@ pub(crate) struct E2e {
     pub(crate) elapsed: Duration,
     /// VmHWM of the process.
     pub(crate) peak_rss_kib: u64,
+    /// CPU-seconds `sakura serve` used, from its start to the last row committed.
+    pub(crate) cpu_s: f64,
 }
 
 fn sakura_binary() -> Result<PathBuf> {
@@ -191,6 +197,7 @@ listen = "127.0.0.1:{metrics_port}"
     }
     let elapsed = first.map(|t| t.elapsed()).unwrap_or_default();
     let peak = peak_rss_kib(pid);
+    let cpu_s = cpu_seconds(&pid.to_string()).unwrap_or(0.0);
     println!(
         "  {kind} run {run}: every event read after {:.2} s, committed after {:.2} s",
         all_read.unwrap_or_default().as_secs_f64(),
@@ -200,5 +207,6 @@ listen = "127.0.0.1:{metrics_port}"
     Ok(E2e {
         elapsed,
         peak_rss_kib: peak,
+        cpu_s,
     })
 }

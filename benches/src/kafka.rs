@@ -19,7 +19,7 @@ use crate::procs::{Proc, free_port, wait_port};
 /// A Tansu broker with in-memory storage, killed on drop.
 #[derive(Debug)]
 pub(crate) struct Broker {
-    _proc: Proc,
+    proc: Proc,
     port: u16,
     tansu: PathBuf,
 }
@@ -44,11 +44,11 @@ impl Broker {
             dir,
         )?;
         wait_port("tansu", port, Duration::from_secs(30))?;
-        Ok(Self {
-            _proc: proc,
-            port,
-            tansu,
-        })
+        Ok(Self { proc, port, tansu })
+    }
+
+    pub(crate) fn pid(&self) -> String {
+        self.proc.child.id().to_string()
     }
 
     pub(crate) fn brokers(&self) -> String {

@@ -28,6 +28,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::error::{Error, Result};
+use crate::procs::cpu_seconds;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -88,19 +89,35 @@ struct IngestArgs {
     ingest_settings: Vec<String>,
 }
 
-/// A measurement: the elapsed time of each run.
+/// A measurement: the elapsed time of each run, and where measured the CPU-seconds each run
+/// took — ours, and the servers' (broker, S3 server) in the same span.
 #[derive(Debug, Default)]
-pub(crate) struct Runs(Vec<Duration>);
+pub(crate) struct Runs(Vec<Duration>, Vec<f64>, Vec<f64>);
 
 impl Runs {
     pub(crate) fn push(&mut self, d: Duration) {
         self.0.push(d);
     }
 
+    fn push_cpu(&mut self, ours: f64, servers: f64) {
+        self.1.push(ours);
+        self.2.push(servers);
+    }
+
     pub(crate) fn median(&self) -> Option<Duration> {
         let mut v = self.0.clone();
         v.sort();
         v.get(v.len() / 2).copied()
+    }
+
+    /// Medians of our CPU-seconds and the servers'.
+    fn median_cpu(&self) -> Option<(f64, f64)> {
+        let median = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied()
+        };
+        Some((median(&self.1)?, median(&self.2)?))
     }
 
     fn rate(&self, events: usize) -> Option<f64> {
@@ -161,14 +178,15 @@ fn ingest(args: &IngestArgs) -> Result<()> {
     let mut stage = Runs::default();
     let mut duck = Runs::default();
     for run in 1..=args.runs {
-        let d = pipeline::run(&payload, args, run)?;
+        let (d, cpu) = pipeline::run(&payload, args, run)?;
         println!(
-            "[{run}/{}] pipeline stage: {:.2} s, {:.0} events/s",
+            "[{run}/{}] pipeline stage: {:.2} s, {:.0} events/s, {cpu:.1} CPU-s",
             args.runs,
             d.as_secs_f64(),
             args.events as f64 / d.as_secs_f64()
         );
         stage.push(d);
+        stage.push_cpu(cpu, 0.0);
         let d = pipeline::duckdb(&payload, args, &tools, run)?;
         println!(
             "[{run}/{}] duckdb:         {:.2} s, {:.0} events/s",
@@ -198,36 +216,52 @@ fn ingest(args: &IngestArgs) -> Result<()> {
         } else {
             Some(e2e::S3Server::start(&tools, &args.dir)?)
         };
+        // CPU-seconds of the servers (the broker, and the S3 server when there is one).
+        let mut servers = vec![broker.pid()];
+        servers.extend(s3_server.as_ref().map(e2e::S3Server::pid));
+        let servers_cpu = || -> f64 { servers.iter().filter_map(|p| cpu_seconds(p)).sum() };
         for run in 1..=args.runs {
+            let (ours, theirs) = (cpu_seconds("self"), servers_cpu());
             let d = kafka::consume_only(&broker.brokers(), args.events, run)?;
+            let ours = ours.zip(cpu_seconds("self")).map_or(0.0, |(a, b)| b - a);
+            let theirs = servers_cpu() - theirs;
             println!(
-                "[{run}/{}] consume-only ceiling: {:.2} s, {:.0} events/s",
+                "[{run}/{}] consume-only ceiling: {:.2} s, {:.0} events/s, {ours:.1} + {theirs:.1} (servers) CPU-s",
                 args.runs,
                 d.as_secs_f64(),
                 args.events as f64 / d.as_secs_f64()
             );
             ceiling.push(d);
+            ceiling.push_cpu(ours, theirs);
+            let servers_before = servers_cpu();
             let r = e2e::run(&broker, None, args, run)?;
+            let theirs = servers_cpu() - servers_before;
             println!(
-                "[{run}/{}] end to end, local disk: {:.2} s, {:.0} events/s, peak RSS {} MiB",
+                "[{run}/{}] end to end, local disk: {:.2} s, {:.0} events/s, peak RSS {} MiB, {:.1} + {theirs:.1} (servers) CPU-s",
                 args.runs,
                 r.elapsed.as_secs_f64(),
                 args.events as f64 / r.elapsed.as_secs_f64(),
-                r.peak_rss_kib / 1024
+                r.peak_rss_kib / 1024,
+                r.cpu_s
             );
             peak_rss_kib = peak_rss_kib.max(r.peak_rss_kib);
             local.push(r.elapsed);
+            local.push_cpu(r.cpu_s, theirs);
             if let Some(s3_server) = &s3_server {
+                let servers_before = servers_cpu();
                 let r = e2e::run(&broker, Some(s3_server), args, run)?;
+                let theirs = servers_cpu() - servers_before;
                 println!(
-                    "[{run}/{}] end to end, S3 server: {:.2} s, {:.0} events/s, peak RSS {} MiB",
+                    "[{run}/{}] end to end, S3 server: {:.2} s, {:.0} events/s, peak RSS {} MiB, {:.1} + {theirs:.1} (servers) CPU-s",
                     args.runs,
                     r.elapsed.as_secs_f64(),
                     args.events as f64 / r.elapsed.as_secs_f64(),
-                    r.peak_rss_kib / 1024
+                    r.peak_rss_kib / 1024,
+                    r.cpu_s
                 );
                 peak_rss_kib = peak_rss_kib.max(r.peak_rss_kib);
                 s3.push(r.elapsed);
+                s3.push_cpu(r.cpu_s, theirs);
             }
         }
     }
@@ -299,6 +333,48 @@ fn report(
         println!(
             "peak RSS of sakura serve:   {mib:.0} MiB  (target <= 512 MiB: {})",
             verdict(mib <= 512.0)
+        );
+    }
+    cpu_report(stage, ceiling, local, s3);
+}
+
+/// Where the cores went: CPU-seconds per run (ours: this process for the stage and the
+/// ceiling, `sakura serve` end to end; servers: the broker, plus the S3 server when one runs),
+/// and the least wall time those CPU-seconds allow on this machine's cores.
+fn cpu_report(stage: &Runs, ceiling: &Runs, local: &Runs, s3: &Runs) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    println!();
+    println!(
+        "CPU-seconds per run (medians; {cores} cores, so a run of T seconds has at most {cores}*T)"
+    );
+    println!(
+        "{:<34} {:>8} {:>8} {:>8} {:>12} {:>10}",
+        "measurement", "ours", "servers", "total", "total/cores", "median s"
+    );
+    let row = |name: &str, r: &Runs| {
+        if let (Some((ours, servers)), Some(d)) = (r.median_cpu(), r.median()) {
+            let total = ours + servers;
+            println!(
+                "{name:<34} {ours:>8.1} {servers:>8.1} {total:>8.1} {:>12.2} {:>10.2}",
+                total / cores,
+                d.as_secs_f64()
+            );
+        }
+    };
+    row("pipeline stage (sakura)", stage);
+    row("consume-only ceiling (rdkafka)", ceiling);
+    row("end to end, Tansu -> local Delta", local);
+    row("end to end, Tansu -> S3 Delta", s3);
+    // What end to end cannot beat on these cores: the ceiling's CPU-seconds plus the stage's,
+    // spread over every core, and never less than the ceiling's own time.
+    if let (Some((stage_cpu, _)), Some((c_ours, c_servers)), Some(c)) =
+        (stage.median_cpu(), ceiling.median_cpu(), ceiling.median())
+    {
+        let floor = ((c_ours + c_servers + stage_cpu) / cores).max(c.as_secs_f64());
+        println!(
+            "end to end can take no less than ~{floor:.2} s here ({:.0}% of the ceiling's rate): \
+             the consume-only CPU plus the stage's, over {cores} cores",
+            100.0 * c.as_secs_f64() / floor
         );
     }
 }

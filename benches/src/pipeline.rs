@@ -12,6 +12,7 @@ use schemas::Storage;
 use crate::IngestArgs;
 use crate::error::{Error, Result};
 use crate::payload::Payload;
+use crate::procs::cpu_seconds;
 
 /// One flush window of `topic`: message `first + k` of the stream goes to partition
 /// `(first + k) % partitions` at offset `(first + k) / partitions` — round-robin with
@@ -34,7 +35,7 @@ pub(crate) fn window(
                 partition,
                 offset: (i / partitions) as i64,
                 key: None,
-                value: Some(value),
+                value: Some(value.into()),
             });
     }
     window
@@ -61,8 +62,8 @@ fn windows(payload: &Payload, args: &IngestArgs) -> Vec<Arc<TopicMessages>> {
 }
 
 /// Writes the whole payload through the ingest writer into a fresh local table; returns the
-/// time from the first window to the last commit.
-pub(crate) fn run(payload: &Payload, args: &IngestArgs, run: usize) -> Result<Duration> {
+/// time from the first window to the last commit, and the CPU-seconds this process used then.
+pub(crate) fn run(payload: &Payload, args: &IngestArgs, run: usize) -> Result<(Duration, f64)> {
     let windows = windows(payload, args);
     let dir = args.dir.join(format!("stage-{run}"));
     std::fs::create_dir_all(&dir)
@@ -80,14 +81,16 @@ pub(crate) fn run(payload: &Payload, args: &IngestArgs, run: usize) -> Result<Du
         ..IngestConfig::default()
     };
     let storage = Storage::local(&dir)?;
-    let elapsed = rt.block_on(async {
+    let (elapsed, cpu) = rt.block_on(async {
         let mut writer = Writer::open(&cfg, &storage, stats.clone()).await?;
         let topic: Arc<str> = Arc::from("telemetry");
         let started = Instant::now();
+        let cpu = cpu_seconds("self");
         for w in &windows {
             writer.write(&topic, w.clone()).await?;
         }
-        Ok::<_, Error>(started.elapsed())
+        let cpu = cpu.zip(cpu_seconds("self")).map_or(0.0, |(a, b)| b - a);
+        Ok::<_, Error>((started.elapsed(), cpu))
     })?;
     let s = stats.snapshot();
     if s.rows_committed != payload.messages.len() as u64 || s.dead_letters_committed != 0 {
@@ -98,7 +101,7 @@ pub(crate) fn run(payload: &Payload, args: &IngestArgs, run: usize) -> Result<Du
             payload.messages.len()
         )));
     }
-    Ok(elapsed)
+    Ok((elapsed, cpu))
 }
 
 /// DuckDB (from the test virtualenv) converting the NDJSON file to Parquet.

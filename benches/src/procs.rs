@@ -54,6 +54,19 @@ impl Drop for Proc {
     }
 }
 
+/// CPU time (user + system, all threads) a process has used so far, in seconds; `pid` is a
+/// number or `self`. `None` when it cannot be read (the process is gone, or not Linux).
+pub(crate) fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces, in parentheses): state is the
+    // first, utime and stime the 12th and 13th, in clock ticks (USER_HZ: 100 on Linux).
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
 pub(crate) fn free_port() -> Result<u16> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

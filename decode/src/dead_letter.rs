@@ -1,5 +1,6 @@
 //! Messages that cannot be stored, kept with the reason in `raw.dead_letters`.
 
+use bytes::Bytes;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -106,8 +107,8 @@ pub struct DeadLetter {
     pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
     pub kind: DeadLetterKind,
     pub message: String,
     pub received_at_us: i64,

@@ -1,6 +1,7 @@
 //! Messages (JSON, or Protobuf transcoded to JSON) → Arrow rows of a table, and dead letters
 //! for what cannot be decoded.
 
+use bytes::Bytes;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -38,8 +39,9 @@ pub struct RawMessage {
     pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
+    /// Shared slices: the consumer copies many messages into one allocation.
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
 }
 
 /// Decodes messages of one event schema into rows of its table.
@@ -206,7 +208,12 @@ impl EventDecoder {
         let mut json = Vec::with_capacity(messages.len());
         let mut dead_letters = Vec::new();
         for m in messages {
-            match m.value.as_deref().map(|v| transcode(proto, v)).transpose() {
+            match m
+                .value
+                .as_deref()
+                .map(|v| transcode(proto, v).map(Bytes::from))
+                .transpose()
+            {
                 // Not `..m.clone()`: that would copy the original bytes only to drop them.
                 Ok(value) => json.push(RawMessage {
                     topic: m.topic.clone(),
@@ -525,7 +532,7 @@ mod tests {
             partition: 3,
             offset,
             key: None,
-            value: Some(value.as_bytes().to_vec()),
+            value: Some(Bytes::copy_from_slice(value.as_bytes())),
         }
     }
 
@@ -691,7 +698,7 @@ mod tests {
         let mut bad_utf8 = msg(0, "");
         let mut bytes = format!(r#"{{"ts":1764374400000000,{base},"value":1,"x":""#).into_bytes();
         bytes.extend_from_slice(b"\xff\xfe\"}");
-        bad_utf8.value = Some(bytes);
+        bad_utf8.value = Some(bytes.into());
         assert_eq!(d.fast_path_agrees(&[bad_utf8]).unwrap(), None);
         let strict = decoder("telemetry").with_strict(true);
         let unknown = format!(r#"{{"ts":1764374400000000,{base},"value":1,"extra":1}}"#);
@@ -739,7 +746,7 @@ mod tests {
         for (i, (_, value)) in corpus.iter().enumerate() {
             msgs.push(msg(2 * i as i64, GOOD));
             let mut bad = msg(2 * i as i64 + 1, "");
-            bad.value = value.clone();
+            bad.value = value.clone().map(Bytes::from);
             msgs.push(bad);
         }
         let out = d.decode(&msgs).unwrap();
@@ -827,7 +834,7 @@ mod tests {
         );
         let garbage = b"\xff\xff\xff\xff not protobuf".to_vec();
         let raw = |offset, v: &Vec<u8>| RawMessage {
-            value: Some(v.clone()),
+            value: Some(Bytes::copy_from_slice(v)),
             ..msg(offset, "")
         };
         let out = d
@@ -881,8 +888,8 @@ mod tests {
         );
         assert!(dl[0].message.contains("host"), "{}", dl[0].message);
         assert_eq!(
-            dl[0].value.as_ref(),
-            Some(&no_host),
+            dl[0].value.as_deref(),
+            Some(&no_host[..]),
             "the original Protobuf bytes are kept"
         );
         assert_eq!(
@@ -894,6 +901,6 @@ mod tests {
             "{}",
             dl[1].message
         );
-        assert_eq!(dl[1].value.as_ref(), Some(&garbage));
+        assert_eq!(dl[1].value.as_deref(), Some(&garbage[..]));
     }
 }

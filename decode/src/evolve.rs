@@ -69,7 +69,7 @@ mod tests {
             partition: 0,
             offset: 0,
             key: None,
-            value: Some(v.as_bytes().to_vec()),
+            value: Some(bytes::Bytes::copy_from_slice(v.as_bytes())),
         }
     }
 

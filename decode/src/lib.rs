@@ -12,6 +12,7 @@ mod error;
 mod evolve;
 mod fast;
 
+pub use bytes::Bytes;
 pub use classify::sample_bad_messages;
 pub use dead_letter::{DeadLetter, DeadLetterKind, dead_letter_batch};
 pub use decode::{DecodeLimits, Decoded, EventDecoder, Format, RawMessage};

@@ -10,7 +10,7 @@ fn message(offset: i64, value: Option<Vec<u8>>) -> RawMessage {
         partition: 0,
         offset,
         key: None,
-        value,
+        value: value.map(Into::into),
     }
 }
 

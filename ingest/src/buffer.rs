@@ -95,7 +95,7 @@ impl Buffer {
 }
 
 fn message_bytes(m: &RawMessage) -> usize {
-    m.value.as_ref().map_or(0, Vec::len) + m.key.as_ref().map_or(0, Vec::len)
+    m.value.as_ref().map_or(0, |v| v.len()) + m.key.as_ref().map_or(0, |k| k.len())
 }
 
 #[cfg(test)]
@@ -109,7 +109,7 @@ mod tests {
             partition: tp.1,
             offset,
             key: None,
-            value: Some(b"{}".to_vec()),
+            value: Some(decode::Bytes::from_static(b"{}")),
         }
     }
 

@@ -69,10 +69,10 @@ impl DeadLetterTopic {
             let mut record: FutureRecord<'_, [u8], [u8]> =
                 FutureRecord::to(&self.topic).headers(headers);
             if let Some(k) = &d.key {
-                record = record.key(k.as_slice());
+                record = record.key(&k[..]);
             }
             if let Some(v) = &d.value {
-                record = record.payload(v.as_slice());
+                record = record.payload(&v[..]);
             }
             match self.producer.send_result(record) {
                 Ok(delivery) => pending.push(delivery),

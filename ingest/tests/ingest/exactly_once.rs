@@ -60,7 +60,7 @@ fn window(from: usize, to: usize) -> std::sync::Arc<sakura_ingest::TopicMessages
             partition: 0,
             offset: i as i64,
             key: None,
-            value: Some(crate::support::good(i).into_bytes()),
+            value: Some(crate::support::good(i).into_bytes().into()),
         })
         .collect();
     std::sync::Arc::new([((topic, 0), messages)].into())
