@@ -119,6 +119,7 @@ fn write_tables(dir: &Path, tables: &[(&str, usize)], threads: usize) -> Result<
     let storage = Storage::local(dir)?;
     let stats = Arc::new(IngestStats::default());
     let start = day_start();
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     rt.block_on(async {
         let mut writer = Writer::open(&cfg, &storage, stats.clone()).await?;
         for (table, n) in tables {
@@ -132,9 +133,19 @@ fn write_tables(dir: &Path, tables: &[(&str, usize)], threads: usize) -> Result<
                 let window = crate::pipeline::window(&topic, 8, i, values);
                 i = end;
                 writer.write(&topic, Arc::new(window)).await?;
-                eprint!("\r  raw.{table}: {i}/{n} rows");
+                // On a terminal one line that updates; in a log a line per million rows.
+                if terminal {
+                    eprint!("\r  raw.{table}: {i}/{n} rows");
+                } else if i % 1_000_000 < flush_rows && i < *n {
+                    eprintln!("  raw.{table}: {i}/{n} rows");
+                }
             }
-            eprintln!(" in {:.1} s", started.elapsed().as_secs_f64());
+            let secs = started.elapsed().as_secs_f64();
+            if terminal {
+                eprintln!(" in {secs:.1} s");
+            } else {
+                eprintln!("  raw.{table}: {n} rows in {secs:.1} s");
+            }
         }
         Ok::<_, Error>(())
     })?;
