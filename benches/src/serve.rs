@@ -100,7 +100,7 @@ fn message(table: &str, i: usize, n: usize, start: i64, rng: &mut SmallRng) -> V
 }
 
 /// Writes `n` rows of each table through the ingest writer, in windows over 8 partitions.
-fn write_tables(dir: &Path, tables: &[(&str, usize)], threads: usize) -> Result<()> {
+fn write_tables(dir: &Path, tables: &[(&str, usize)], threads: usize, start: i64) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
@@ -118,7 +118,6 @@ fn write_tables(dir: &Path, tables: &[(&str, usize)], threads: usize) -> Result<
     };
     let storage = Storage::local(dir)?;
     let stats = Arc::new(IngestStats::default());
-    let start = day_start();
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     rt.block_on(async {
         let mut writer = Writer::open(&cfg, &storage, stats.clone()).await?;
@@ -258,9 +257,21 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
         ("logs", args.rows / 5),
         ("events", args.rows / 500),
     ];
-    if args.reuse && marker.exists() {
-        println!("reusing the tables in {}", data.display());
+    // The marker holds the day the rows fall in: the queries' time ranges are that day's, so
+    // tables reused on a later day are still queried where their rows are.
+    let written_day = std::fs::read_to_string(&marker)
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok());
+    let day = if let Some(day) = written_day.filter(|_| args.reuse) {
+        println!(
+            "reusing the tables in {} (rows of {})",
+            data.display(),
+            chrono::DateTime::from_timestamp_micros(day)
+                .map_or_else(|| day.to_string(), |d| d.date_naive().to_string())
+        );
+        day
     } else {
+        let day = day_start();
         crate::fresh_dir(&data)?;
         println!(
             "writing raw.telemetry ({}), raw.logs ({}), raw.events ({}) into {}",
@@ -269,10 +280,11 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
             tables[2].1,
             data.display()
         );
-        write_tables(&data, &tables, args.threads)?;
-        std::fs::write(&marker, b"")
+        write_tables(&data, &tables, args.threads, day)?;
+        std::fs::write(&marker, day.to_string())
             .map_err(|e| Error::io(format!("failed to write {}", marker.display()), e))?;
-    }
+        day
+    };
     let data = std::fs::canonicalize(&data)
         .map_err(|e| Error::io(format!("failed to resolve {}", data.display()), e))?;
 
@@ -287,7 +299,7 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
         .arg(args.runs.to_string())
         .arg(args.threads.to_string())
         .arg(&out_file)
-        .arg(day_start().to_string())
+        .arg(day.to_string())
         .args(&args.queries)
         .stdout(Stdio::piped());
     let mut child = cmd
