@@ -47,6 +47,10 @@ pub(crate) struct ServeArgs {
     /// Only these queries of the suite (by name, repeatable); all when absent.
     #[arg(long = "query")]
     queries: Vec<String>,
+    /// A DataFusion setting for the server, as `[engine.options]` takes it (`key=value`,
+    /// repeatable), e.g. `datafusion.execution.parquet.pushdown_filters=true`.
+    #[arg(long = "engine-option", value_name = "KEY=VALUE")]
+    engine_options: Vec<String>,
 }
 
 const SERVICES: [&str; 4] = ["web", "api", "db", "cache"];
@@ -160,7 +164,19 @@ fn write_tables(dir: &Path, tables: &[(&str, usize)], threads: usize, start: i64
 }
 
 /// Serves `dir` over Flight SQL on a free loopback port until the returned runtime is dropped.
-fn start_server(dir: &Path, threads: usize) -> Result<(tokio::runtime::Runtime, String)> {
+fn start_server(
+    dir: &Path,
+    threads: usize,
+    options: &[String],
+) -> Result<(tokio::runtime::Runtime, String)> {
+    let options = options
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| Error::Usage(format!("--engine-option {kv:?} is not key=value")))
+        })
+        .collect::<Result<_>>()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
@@ -172,6 +188,7 @@ fn start_server(dir: &Path, threads: usize) -> Result<(tokio::runtime::Runtime, 
             storage,
             &engine::EngineConfig {
                 target_partitions: threads,
+                options,
                 ..engine::EngineConfig::default()
             },
         )
@@ -288,8 +305,11 @@ pub(crate) fn run(args: &ServeArgs) -> Result<()> {
     let data = std::fs::canonicalize(&data)
         .map_err(|e| Error::io(format!("failed to resolve {}", data.display()), e))?;
 
-    let (server, uri) = start_server(&data, args.threads)?;
+    let (server, uri) = start_server(&data, args.threads, &args.engine_options)?;
     println!("serving {} over Flight SQL at {uri}", data.display());
+    if !args.engine_options.is_empty() {
+        println!("engine options: {}", args.engine_options.join(", "));
+    }
     let out_file = args.dir.join("serve-client.json");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("serve_client.py");
     let mut cmd = Command::new(tools.join("venv/bin/python"));

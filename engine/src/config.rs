@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use crate::{Error, Result};
@@ -13,6 +15,9 @@ pub struct EngineConfig {
     pub target_partitions: usize,
     /// Rows per batch inside query execution.
     pub batch_size: usize,
+    /// `[engine.options]`: any DataFusion setting (`datafusion.execution.…`,
+    /// `datafusion.optimizer.…`), set on every query session.
+    pub options: BTreeMap<String, String>,
 }
 
 impl Default for EngineConfig {
@@ -21,6 +26,7 @@ impl Default for EngineConfig {
             refresh_interval_ms: 1_000,
             target_partitions: 0,
             batch_size: 8_192,
+            options: BTreeMap::new(),
         }
     }
 }
@@ -39,6 +45,42 @@ impl EngineConfig {
                 message: format!("{} is outside 1..=1048576", self.batch_size),
             });
         }
+        // Applied to a throw-away copy, so an unknown key or a bad value is an error at start.
+        let mut options = datafusion::config::ConfigOptions::new();
+        for (key, value) in &self.options {
+            options.set(key, value).map_err(|e| Error::Config {
+                key: format!("engine.options.{key:?}"),
+                message: format!("{value:?} cannot be set: {e}"),
+            })?;
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datafusion_options_are_checked_at_start() {
+        let mut cfg = EngineConfig::default();
+        cfg.options.insert(
+            "datafusion.execution.parquet.pushdown_filters".into(),
+            "true".into(),
+        );
+        cfg.validate().unwrap();
+
+        let mut unknown = EngineConfig::default();
+        unknown
+            .options
+            .insert("datafusion.execution.no_such_setting".into(), "1".into());
+        let e = unknown.validate().unwrap_err().to_string();
+        assert!(e.contains("no_such_setting"), "{e}");
+
+        let mut bad = EngineConfig::default();
+        bad.options
+            .insert("datafusion.execution.batch_size".into(), "many".into());
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("\"many\""), "{e}");
     }
 }
