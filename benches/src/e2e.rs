@@ -41,7 +41,7 @@ impl S3Server {
     }
 
     pub(crate) fn pid(&self) -> String {
-        self.proc.child.id().to_string()
+        self.proc.pid()
     }
 }
 

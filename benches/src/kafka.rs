@@ -48,7 +48,7 @@ impl Broker {
     }
 
     pub(crate) fn pid(&self) -> String {
-        self.proc.child.id().to_string()
+        self.proc.pid()
     }
 
     pub(crate) fn brokers(&self) -> String {

@@ -28,7 +28,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::error::{Error, Result};
-use crate::procs::cpu_seconds;
+use crate::procs::{cpu_seconds, cpu_since};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -92,32 +92,39 @@ struct IngestArgs {
 /// A measurement: the elapsed time of each run, and where measured the CPU-seconds each run
 /// took — ours, and the servers' (broker, S3 server) in the same span.
 #[derive(Debug, Default)]
-pub(crate) struct Runs(Vec<Duration>, Vec<f64>, Vec<f64>);
+pub(crate) struct Runs {
+    times: Vec<Duration>,
+    cpu_ours: Vec<f64>,
+    cpu_servers: Vec<f64>,
+}
+
+/// The middle value (the upper one of an even count).
+fn median<T: Copy>(values: &[T], cmp: impl Fn(&T, &T) -> std::cmp::Ordering) -> Option<T> {
+    let mut v = values.to_vec();
+    v.sort_by(cmp);
+    v.get(v.len() / 2).copied()
+}
 
 impl Runs {
     pub(crate) fn push(&mut self, d: Duration) {
-        self.0.push(d);
+        self.times.push(d);
     }
 
     fn push_cpu(&mut self, ours: f64, servers: f64) {
-        self.1.push(ours);
-        self.2.push(servers);
+        self.cpu_ours.push(ours);
+        self.cpu_servers.push(servers);
     }
 
     pub(crate) fn median(&self) -> Option<Duration> {
-        let mut v = self.0.clone();
-        v.sort();
-        v.get(v.len() / 2).copied()
+        median(&self.times, Duration::cmp)
     }
 
     /// Medians of our CPU-seconds and the servers'.
     fn median_cpu(&self) -> Option<(f64, f64)> {
-        let median = |v: &[f64]| {
-            let mut v = v.to_vec();
-            v.sort_by(f64::total_cmp);
-            v.get(v.len() / 2).copied()
-        };
-        Some((median(&self.1)?, median(&self.2)?))
+        Some((
+            median(&self.cpu_ours, f64::total_cmp)?,
+            median(&self.cpu_servers, f64::total_cmp)?,
+        ))
     }
 
     fn rate(&self, events: usize) -> Option<f64> {
@@ -125,7 +132,7 @@ impl Runs {
     }
 
     fn all(&self) -> String {
-        self.0
+        self.times
             .iter()
             .map(|d| format!("{:.2}", d.as_secs_f64()))
             .collect::<Vec<_>>()
@@ -223,7 +230,7 @@ fn ingest(args: &IngestArgs) -> Result<()> {
         for run in 1..=args.runs {
             let (ours, theirs) = (cpu_seconds("self"), servers_cpu());
             let d = kafka::consume_only(&broker.brokers(), args.events, run)?;
-            let ours = ours.zip(cpu_seconds("self")).map_or(0.0, |(a, b)| b - a);
+            let ours = cpu_since("self", ours);
             let theirs = servers_cpu() - theirs;
             println!(
                 "[{run}/{}] consume-only ceiling: {:.2} s, {:.0} events/s, {ours:.1} + {theirs:.1} (servers) CPU-s",

@@ -12,7 +12,7 @@ use schemas::Storage;
 use crate::IngestArgs;
 use crate::error::{Error, Result};
 use crate::payload::Payload;
-use crate::procs::cpu_seconds;
+use crate::procs::{cpu_seconds, cpu_since};
 
 /// One flush window of `topic`: message `first + k` of the stream goes to partition
 /// `(first + k) % partitions` at offset `(first + k) / partitions` — round-robin with
@@ -89,7 +89,7 @@ pub(crate) fn run(payload: &Payload, args: &IngestArgs, run: usize) -> Result<(D
         for w in &windows {
             writer.write(&topic, w.clone()).await?;
         }
-        let cpu = cpu.zip(cpu_seconds("self")).map_or(0.0, |(a, b)| b - a);
+        let cpu = cpu_since("self", cpu);
         Ok::<_, Error>((started.elapsed(), cpu))
     })?;
     let s = stats.snapshot();

@@ -31,6 +31,10 @@ impl Proc {
         Ok(Self { child })
     }
 
+    pub(crate) fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
     /// Sends SIGTERM and waits up to `grace` for the process to exit, then kills it.
     pub(crate) fn terminate(&mut self, grace: Duration) {
         let pid = self.child.id().to_string();
@@ -65,6 +69,11 @@ pub(crate) fn cpu_seconds(pid: &str) -> Option<f64> {
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
     Some((utime + stime) as f64 / 100.0)
+}
+
+/// CPU-seconds `pid` used since it had used `before` (0 when either reading failed).
+pub(crate) fn cpu_since(pid: &str, before: Option<f64>) -> f64 {
+    before.zip(cpu_seconds(pid)).map_or(0.0, |(a, b)| b - a)
 }
 
 pub(crate) fn free_port() -> Result<u16> {

@@ -1,12 +1,12 @@
 //! Messages that cannot be stored, kept with the reason in `raw.dead_letters`.
 
-use bytes::Bytes;
 use std::sync::Arc;
 
 use arrow::array::{
     ArrayRef, BinaryArray, Date32Array, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
+use bytes::Bytes;
 use schemas::TableDef;
 
 use crate::decode::RawMessage;

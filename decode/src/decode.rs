@@ -1,7 +1,6 @@
 //! Messages (JSON, or Protobuf transcoded to JSON) → Arrow rows of a table, and dead letters
 //! for what cannot be decoded.
 
-use bytes::Bytes;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -11,6 +10,7 @@ use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
 use arrow_json::ReaderBuilder;
 use arrow_json::reader::Decoder;
+use bytes::Bytes;
 use schemas::{EventSchema, FieldDef, FieldType, TableDef};
 
 use prost_reflect::{DynamicMessage, MessageDescriptor, SerializeOptions};

@@ -46,7 +46,14 @@ impl EngineConfig {
             });
         }
         // Applied to a throw-away copy, so an unknown key or a bad value is an error at start.
-        let mut options = datafusion::config::ConfigOptions::new();
+        self.apply_options(&mut datafusion::config::ConfigOptions::new())
+    }
+
+    /// Sets `[engine.options]` on a session's DataFusion options.
+    pub(crate) fn apply_options(
+        &self,
+        options: &mut datafusion::config::ConfigOptions,
+    ) -> Result<()> {
         for (key, value) in &self.options {
             options.set(key, value).map_err(|e| Error::Config {
                 key: format!("engine.options.{key:?}"),

@@ -117,15 +117,7 @@ impl Engine {
         if cfg.target_partitions > 0 {
             config = config.with_target_partitions(cfg.target_partitions);
         }
-        for (key, value) in &cfg.options {
-            config
-                .options_mut()
-                .set(key, value)
-                .map_err(|e| Error::Config {
-                    key: format!("engine.options.{key:?}"),
-                    message: format!("{value:?} cannot be set: {e}"),
-                })?;
-        }
+        cfg.apply_options(config.options_mut())?;
         let ctx = SessionContext::new_with_config(config);
         crate::functions::register(&ctx);
         let models = crate::models::ModelRegistry::for_storage(&storage)?;
