@@ -14,6 +14,7 @@ mod curated;
 mod detect;
 mod engine;
 mod error;
+mod file_index;
 mod functions;
 mod ledger;
 mod live_table;

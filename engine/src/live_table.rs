@@ -17,10 +17,35 @@ use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use schemas::{Storage, TableDef, TableRef};
 use tokio::sync::Mutex;
 
+use crate::file_index::FileIndex;
+
 struct State {
     table: Option<DeltaTable>,
-    provider: Option<Arc<dyn TableProvider>>,
+    current: Option<Current>,
     refreshed: Option<Instant>,
+}
+
+/// How the current snapshot is read: the Delta provider, and for plain tables the file index
+/// scans are planned from (ADR 0013).
+#[derive(Clone)]
+struct Current {
+    provider: Arc<dyn TableProvider>,
+    index: Option<Arc<FileIndex>>,
+}
+
+impl Current {
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match &self.index {
+            Some(index) => index.scan(state, projection, filters, limit).await,
+            None => self.provider.scan(state, projection, filters, limit).await,
+        }
+    }
 }
 
 /// A Delta table as a DataFusion table that sees new commits without a restart.
@@ -100,15 +125,15 @@ impl LiveDeltaTable {
             refresh,
             state: Mutex::new(State {
                 table: None,
-                provider: None,
+                current: None,
                 refreshed: None,
             }),
         }
     }
 
-    /// The provider of the current snapshot (refreshed if stale); `None` while the table does
-    /// not exist yet.
-    async fn current(&self, session: &dyn Session) -> Result<Option<Arc<dyn TableProvider>>> {
+    /// How to read the current snapshot (refreshed if stale); `None` while the table does not
+    /// exist yet.
+    async fn current(&self, session: &dyn Session) -> Result<Option<Current>> {
         let mut st = self.state.lock().await;
         let stale = st.refreshed.is_none_or(|t| t.elapsed() >= self.refresh);
         if stale {
@@ -135,11 +160,26 @@ impl LiveDeltaTable {
                 if let Ok(mut s) = self.schema.write() {
                     *s = provider.schema();
                 }
-                st.provider = Some(provider);
+                let version = table.version();
+                let index = match st.current.as_ref().and_then(|c| c.index.clone()) {
+                    Some(index) if Some(index.version()) == version => Some(index),
+                    _ => match FileIndex::try_new(table, &provider.schema()) {
+                        Ok(index) => index.map(Arc::new),
+                        Err(e) => {
+                            tracing::warn!(
+                                table = %self.def.table,
+                                error = %e,
+                                "cannot index the table's files; its scans replay the Delta log"
+                            );
+                            None
+                        }
+                    },
+                };
+                st.current = Some(Current { provider, index });
             }
             st.refreshed = Some(Instant::now());
         }
-        Ok(st.provider.clone())
+        Ok(st.current.clone())
     }
 
     /// Makes the next scan re-read the Delta log (after a write through this server).
@@ -183,7 +223,7 @@ impl TableProvider for LiveDeltaTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         match self.current(state).await? {
-            Some(p) => p.scan(state, projection, filters, limit).await,
+            Some(c) => c.scan(state, projection, filters, limit).await,
             None => {
                 let schema = match projection {
                     Some(p) => Arc::new(self.schema().project(p)?),
@@ -210,7 +250,7 @@ impl TableProvider for LiveDeltaTable {
         }
         self.invalidate().await;
         match self.current(state).await? {
-            Some(p) => p.insert_into(state, input, insert_op).await,
+            Some(c) => c.provider.insert_into(state, input, insert_op).await,
             None => Err(DataFusionError::Plan(format!(
                 "{} has no Delta table (yet)",
                 self.def.table
@@ -224,7 +264,21 @@ impl TableProvider for LiveDeltaTable {
         args: ScanArgs<'a>,
     ) -> Result<ScanResult> {
         match self.current(state).await? {
-            Some(p) => p.scan_with_args(state, args).await,
+            Some(Current {
+                index: Some(index), ..
+            }) => {
+                let filters = args.filters().unwrap_or_default();
+                let plan = index
+                    .scan(
+                        state,
+                        args.projection().map(|p| p.to_vec()).as_ref(),
+                        filters,
+                        args.limit(),
+                    )
+                    .await?;
+                Ok(ScanResult::new(plan))
+            }
+            Some(c) => c.provider.scan_with_args(state, args).await,
             None => {
                 let schema = match args.projection() {
                     Some(p) => Arc::new(self.schema().project(p)?),
