@@ -10,8 +10,10 @@ source makes with the same Go Flight SQL client (ADBC's statement API: GetFlight
 timestamp literals are spelled in each dialect (TIMESTAMP '…Z' / TIMESTAMPTZ '…+00').
 """
 import datetime as dt
+import decimal
 import glob
 import json
+import math
 import statistics
 import sys
 import threading
@@ -93,6 +95,33 @@ def render(sql: str, dialect: str) -> str:
             else f"TIMESTAMPTZ '{value}+00'"
         out += pre + lit
     return out + rest
+
+
+def same_result(ours, theirs):
+    """Whether two results hold the same rows, in any order: floats equal to a relative 1e-9
+    (the engines sum in different orders), timestamps as instants (the engines spell the UTC
+    zone differently), decimals as floats (DuckDB types `1.0` as one)."""
+    def value(v):
+        if isinstance(v, decimal.Decimal):
+            return float(v)
+        if isinstance(v, dt.datetime):
+            return v.timestamp()
+        return v
+
+    def rows(table):
+        out = [tuple(value(v) for v in row.values()) for row in table.to_pylist()]
+        # Sorted on floats cut to 6 significant digits, so summation noise does not reorder.
+        return sorted(out, key=lambda r: repr(tuple(
+            f"{v:.6g}" if isinstance(v, float) else v for v in r)))
+
+    def close(a, b):
+        if isinstance(a, float) and isinstance(b, float):
+            return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+        return a == b
+
+    a, b = rows(ours), rows(theirs)
+    return len(a) == len(b) and all(
+        len(x) == len(y) and all(close(u, v) for u, v in zip(x, y)) for x, y in zip(a, b))
 
 
 def timed(fn, runs):
@@ -180,22 +209,24 @@ def main(uri, data, runs, threads, out_json, day_start_us, *only):
                 with conn.cursor() as cur:
                     cur.adbc_statement.set_sql_query(render(sql, "df"))
                     handle, _ = cur.adbc_statement.execute_query()
-                    return pa.RecordBatchReader._import_from_c(handle.address).read_all().num_rows
+                    return pa.RecordBatchReader._import_from_c(handle.address).read_all()
 
             def theirs():
-                return con.sql(render(sql, "duckdb")).to_arrow_table().num_rows
+                return con.sql(render(sql, "duckdb")).to_arrow_table()
 
-            s, rows = timed(ours, runs)
-            d, drows = timed(theirs, runs)
+            s, table = timed(ours, runs)
+            d, dtable = timed(theirs, runs)
+            rows, drows = table.num_rows, dtable.num_rows
             if rows == 0 and drows == 0:
                 # Every query of the suite selects rows of the generated day: none means its
                 # time range missed them, and its timing would compare two empty scans.
                 sys.exit(f"{name} returned no rows on either side: its time range misses the "
                          f"generated rows (day starting {day_start_us} us)")
+            same = same_result(table, dtable)
             results.append({"name": name, "sakura_s": s, "duckdb_s": d, "rows": rows,
-                            "same_rows": rows == drows})
+                            "same_result": same})
             print(f"  {name}: sakura {s:.3f} s, duckdb {d:.3f} s, {s / d:.2f}x, rows {rows}"
-                  + ("" if rows == drows else f" (DuckDB: {drows})"), flush=True)
+                  + ("" if same else f" (RESULTS DIFFER; DuckDB: {drows} rows)"), flush=True)
 
     stream = None
     if not only or "stream" in only:

@@ -236,7 +236,7 @@ struct QueryResult {
     sakura_s: f64,
     duckdb_s: f64,
     rows: u64,
-    same_rows: bool,
+    same_result: bool,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -361,7 +361,11 @@ fn print_table(out: &ClientOutput, args: &ServeArgs) {
             "| {} | {}{} | {:.3} | {:.3} | {:.2}× |",
             q.name,
             q.rows,
-            if q.same_rows { "" } else { " (DIFFERS)" },
+            if q.same_result {
+                ""
+            } else {
+                " (RESULTS DIFFER)"
+            },
             q.sakura_s,
             q.duckdb_s,
             ratio
@@ -373,6 +377,20 @@ fn print_table(out: &ClientOutput, args: &ServeArgs) {
             "geometric mean of the ratios: {geomean:.2}× (target ≤ 1.0×: {})",
             if geomean <= 1.0 { "met" } else { "MISSED" }
         );
+        let differ: Vec<&str> = out
+            .queries
+            .iter()
+            .filter(|q| !q.same_result)
+            .map(|q| q.name.as_str())
+            .collect();
+        if differ.is_empty() {
+            println!("every query returned the same result on both sides");
+        } else {
+            println!(
+                "RESULTS DIFFER from DuckDB's for: {} (their timings compare different work)",
+                differ.join(", ")
+            );
+        }
     }
     if let Some(s) = &out.stream {
         let flight = s.bytes as f64 / 1e9 / s.flight_s;

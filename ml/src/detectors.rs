@@ -103,16 +103,18 @@ fn tail_score(z: f64) -> f64 {
 
 /// Robust z-score: the distance of a value from the median of the last `window` values in units
 /// of their MAD (× 1.4826, the normal-consistent scale), mapped like a normal tail. Medians
-/// ignore the outliers that inflate a Gaussian's mean and deviation. The MAD is refreshed every
-/// `step` values.
+/// ignore the outliers that inflate a Gaussian's mean and deviation. Where the MAD is 0 (half
+/// the window on one value), the mean absolute deviation stands in. The scale is refreshed
+/// every `step` values.
 #[derive(Debug, Clone)]
 pub struct RobustZScore {
     window: usize,
     step: usize,
     order: std::collections::VecDeque<f64>,
     sorted: Vec<f64>,
-    scratch: Vec<f64>,
-    mad: f64,
+    /// The window's spread: 1.4826 × MAD, or 1.2533 × the mean absolute deviation when the MAD
+    /// is 0.
+    scale: f64,
     since_refit: usize,
 }
 
@@ -129,8 +131,7 @@ impl RobustZScore {
             step: step.max(1),
             order: std::collections::VecDeque::new(),
             sorted: Vec::new(),
-            scratch: Vec::new(),
-            mad: 0.0,
+            scale: 0.0,
             since_refit: usize::MAX,
         }
     }
@@ -145,6 +146,48 @@ impl RobustZScore {
     }
 }
 
+/// The median absolute deviation of the sorted `window` around its median `med`: the deviation
+/// of rank `len / 2`. The deviations form two sorted runs — left of the median read backwards,
+/// right of it read forwards — so that rank is found by binary search in O(log n), without
+/// computing or selecting among all of them.
+fn mad_of_sorted(window: &[f64], med: f64) -> f64 {
+    let split = window.partition_point(|v| *v < med);
+    let (below, above) = window.split_at(split);
+    let left = |k: usize| med - below[below.len() - 1 - k];
+    let right = |k: usize| above[k] - med;
+    kth_of_two_sorted(left, below.len(), right, above.len(), window.len() / 2)
+}
+
+/// The element of 0-based rank `k` in the union of two ascending sequences given by index
+/// (`a` of length `m`, `b` of length `n`, `k < m + n`). Binary search on how many of the `k + 1`
+/// smallest come from `a`.
+fn kth_of_two_sorted(
+    a: impl Fn(usize) -> f64,
+    m: usize,
+    b: impl Fn(usize) -> f64,
+    n: usize,
+    k: usize,
+) -> f64 {
+    let (mut lo, mut hi) = ((k + 1).saturating_sub(n), (k + 1).min(m));
+    while lo < hi {
+        let i = lo + (hi - lo) / 2;
+        let j = k + 1 - i;
+        // Taking i from `a` is too few when a's next is below the last taken from `b`.
+        if j > 0 && a(i) < b(j - 1) {
+            lo = i + 1;
+        } else {
+            hi = i;
+        }
+    }
+    let (i, j) = (lo, k + 1 - lo);
+    match (i > 0, j > 0) {
+        (true, true) => a(i - 1).max(b(j - 1)),
+        (true, false) => a(i - 1),
+        (false, true) => b(j - 1),
+        (false, false) => f64::NAN,
+    }
+}
+
 impl Detector for RobustZScore {
     fn update(&mut self, x: f64) -> f64 {
         let score = if self.sorted.len() < 10 || !x.is_finite() {
@@ -152,15 +195,20 @@ impl Detector for RobustZScore {
         } else {
             let med = Self::median(&self.sorted);
             if self.since_refit >= self.step {
-                self.scratch.clear();
-                self.scratch
-                    .extend(self.sorted.iter().map(|v| (v - med).abs()));
-                let mid = self.scratch.len() / 2;
-                let (_, m, _) = self.scratch.select_nth_unstable_by(mid, f64::total_cmp);
-                self.mad = *m;
+                let mad = mad_of_sorted(&self.sorted, med);
+                self.scale = if mad > 0.0 {
+                    1.4826 * mad
+                } else {
+                    // Half the window or more sits on the median (a quantized or mostly flat
+                    // metric), so the MAD is 0 and every other value would be infinitely far.
+                    // The mean absolute deviation still measures the spread; × 1.2533 makes it
+                    // normal-consistent (Iglewicz and Hoaglin's modified z-score).
+                    let total: f64 = self.sorted.iter().map(|v| (v - med).abs()).sum();
+                    1.2533 * total / self.sorted.len() as f64
+                };
                 self.since_refit = 0;
             }
-            let scale = (1.4826 * self.mad).max(1e-9 * med.abs().max(1.0));
+            let scale = self.scale.max(1e-9 * med.abs().max(1.0));
             tail_score((x - med) / scale)
         };
         if x.is_finite() {
@@ -259,5 +307,48 @@ mod tests {
             assert!(noise < 0.9999, "{name}: noise scored up to {noise}");
             assert!(scores.iter().all(|s| (0.0..=1.0).contains(s)), "{name}");
         }
+    }
+
+    #[test]
+    fn mad_of_a_sorted_window_is_the_selected_deviation() {
+        // Windows with ties, odd and even lengths, all below or above the median.
+        let mut state = 7u64;
+        for len in [1usize, 2, 3, 4, 5, 10, 11, 64, 101, 2000] {
+            for spread in [1u64, 3, 1000] {
+                let mut window: Vec<f64> = (0..len)
+                    .map(|_| {
+                        state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                        ((state >> 33) % spread) as f64 * 0.5
+                    })
+                    .collect();
+                window.sort_by(f64::total_cmp);
+                let med = RobustZScore::median(&window);
+                let mut devs: Vec<f64> = window.iter().map(|v| (v - med).abs()).collect();
+                let mid = devs.len() / 2;
+                let (_, want, _) = devs.select_nth_unstable_by(mid, f64::total_cmp);
+                assert_eq!(
+                    mad_of_sorted(&window, med),
+                    *want,
+                    "len {len}, spread {spread}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn robust_zscore_measures_spread_when_most_values_are_equal() {
+        // A quantized metric: 0 three times in five, ±1 otherwise (so the MAD is 0), one spike.
+        let mut values: Vec<f64> = (0..1000)
+            .map(|i| match i % 5 {
+                3 => 1.0,
+                4 => -1.0,
+                _ => 0.0,
+            })
+            .collect();
+        values[900] = 40.0;
+        let scores = RobustZScore::default().score_series(&values);
+        let usual = scores[100..900].iter().cloned().fold(0.0, f64::max);
+        assert!(usual < 0.9999, "its usual values scored up to {usual}");
+        assert!(scores[900] > 0.9999, "the spike scored {}", scores[900]);
     }
 }
