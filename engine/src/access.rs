@@ -75,7 +75,7 @@ pub async fn scoped_session(
     catalog: &str,
     grants: &Grants,
 ) -> Result<SessionContext> {
-    let scoped = SessionContext::new_with_config_rt(ctx.copied_config(), runtime);
+    let scoped = crate::engine::new_session(ctx.copied_config(), runtime);
     crate::functions::register(&scoped);
     for (name, function) in ctx.state().table_functions() {
         scoped.register_udtf(name, function.function().clone());

@@ -10,8 +10,9 @@ use datafusion::dataframe::DataFrame;
 use datafusion::datasource::TableType;
 #[cfg(test)]
 use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use schemas::Storage;
 
@@ -19,6 +20,18 @@ use crate::curated::{self, CURATED};
 use crate::ledger::IngestLedger;
 use crate::live_table::LiveDeltaTable;
 use crate::{EngineConfig, Error, Result};
+
+/// A session with DataFusion's defaults and [`crate::coop::YieldingJoins`]: every session that
+/// runs queries is made here.
+pub(crate) fn new_session(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionContext {
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(crate::coop::YieldingJoins))
+        .build();
+    SessionContext::new_with_state(state)
+}
 
 /// The catalog every table lives in.
 pub const CATALOG: &str = "sakura";
@@ -118,7 +131,7 @@ impl Engine {
             config = config.with_target_partitions(cfg.target_partitions);
         }
         cfg.apply_options(config.options_mut())?;
-        let ctx = SessionContext::new_with_config(config);
+        let ctx = new_session(config, Arc::new(RuntimeEnv::default()));
         crate::functions::register(&ctx);
         let models = crate::models::ModelRegistry::for_storage(&storage)?;
         ctx.register_udtf(

@@ -10,6 +10,7 @@
 mod access;
 mod anomaly;
 mod config;
+mod coop;
 mod curated;
 mod detect;
 mod engine;

@@ -74,9 +74,69 @@ pub(crate) struct IngestContext {
     tables: tokio::sync::Mutex<OffsetTables>,
     assignment: Mutex<Assignment>,
     stats: Arc<IngestStats>,
+    errors: ErrorLog,
+}
+
+/// How often one kind of librdkafka client error is logged while it keeps recurring.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(30);
+
+/// librdkafka's global client errors, each distinct one logged at most once per
+/// [`ERROR_LOG_INTERVAL`] with a count of the repeats in between. While a broker is away,
+/// librdkafka reports `AllBrokersDown` on every failed reconnect, many times a second.
+#[derive(Debug, Default)]
+struct ErrorLog {
+    /// Error text → when it was last logged and how often it came since.
+    seen: Mutex<HashMap<String, (std::time::Instant, u64)>>,
+}
+
+impl ErrorLog {
+    /// Distinct texts remembered; more (a flood of distinct errors) start the memory afresh.
+    const CAPACITY: usize = 256;
+
+    /// The line to log for one occurrence of `text` at `now`, if any.
+    fn report(&self, text: String, now: std::time::Instant) -> Option<String> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= Self::CAPACITY && !seen.contains_key(&text) {
+            seen.clear();
+        }
+        match seen.get_mut(&text) {
+            Some((last, repeats)) if now.duration_since(*last) < ERROR_LOG_INTERVAL => {
+                *repeats += 1;
+                None
+            }
+            Some((last, repeats)) => {
+                let line = if *repeats == 0 {
+                    text
+                } else {
+                    format!(
+                        "{text} (and {repeats} more times in the {} s before)",
+                        now.duration_since(*last).as_secs()
+                    )
+                };
+                *last = now;
+                *repeats = 0;
+                Some(line)
+            }
+            None => {
+                seen.insert(text.clone(), (now, 0));
+                Some(text)
+            }
+        }
+    }
 }
 
 impl ClientContext for IngestContext {
+    /// Global errors (a broker unreachable, all brokers down, …), rate-limited per kind: the
+    /// default logs each one, which is several lines a second while a broker is away.
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if let Some(line) = self
+            .errors
+            .report(format!("{error}: {reason}"), std::time::Instant::now())
+        {
+            error!("librdkafka: {line}");
+        }
+    }
+
     /// librdkafka's periodic statistics give each partition's high watermark: lag is what lies
     /// between it and the offset the table stores.
     fn stats(&self, statistics: Statistics) {
@@ -116,6 +176,7 @@ impl IngestContext {
             tables: tokio::sync::Mutex::new(tables),
             assignment: Mutex::new(Assignment::default()),
             stats,
+            errors: ErrorLog::default(),
         }
     }
 
@@ -317,4 +378,33 @@ pub(crate) fn seek(
     offset: Offset,
 ) -> KafkaResult<()> {
     consumer.seek(&tp.0, tp.1, offset, Duration::from_secs(10))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{ERROR_LOG_INTERVAL, ErrorLog};
+
+    #[test]
+    fn a_recurring_client_error_is_logged_once_per_interval_with_its_count() {
+        let log = ErrorLog::default();
+        let t0 = Instant::now();
+        let down = || "AllBrokersDown: 1/1 brokers are down".to_string();
+        assert_eq!(log.report(down(), t0).as_deref(), Some(down().as_str()));
+        // Twenty a second for the interval: nothing more is logged...
+        for i in 1..600 {
+            assert_eq!(log.report(down(), t0 + Duration::from_millis(50 * i)), None);
+        }
+        // ... and a different error is logged at once.
+        let refused = "BrokerTransportFailure: connection refused".to_string();
+        assert!(log.report(refused, t0 + Duration::from_secs(1)).is_some());
+        // After the interval the next occurrence is logged with the count it stood for.
+        let later = t0 + ERROR_LOG_INTERVAL + Duration::from_millis(50);
+        assert_eq!(
+            log.report(down(), later).as_deref(),
+            Some("AllBrokersDown: 1/1 brokers are down (and 599 more times in the 30 s before)")
+        );
+        assert_eq!(log.report(down(), later + Duration::from_millis(50)), None);
+    }
 }
