@@ -48,6 +48,8 @@ pub(crate) struct FileIndex {
     version: u64,
     /// What scans produce: the file columns, then the partition columns.
     schema: SchemaRef,
+    /// `schema` for turning filters into physical expressions (built once, not per query).
+    df_schema: DFSchema,
     /// The columns stored in the files.
     file_schema: SchemaRef,
     partition_fields: Vec<FieldRef>,
@@ -329,6 +331,7 @@ impl FileIndex {
         }
         Ok(Some(Self {
             version,
+            df_schema: DFSchema::try_from(schema.clone())?,
             schema: schema.clone(),
             file_schema,
             partition_fields,
@@ -350,8 +353,7 @@ impl FileIndex {
         let Some(predicate) = conjunction(filters.iter().cloned()) else {
             return Ok(all);
         };
-        let df_schema = DFSchema::try_from(self.schema.clone())?;
-        let predicate = session.create_physical_expr(predicate, &df_schema)?;
+        let predicate = session.create_physical_expr(predicate, &self.df_schema)?;
         let max_in_list = session.config_options().execution.parquet.max_in_list_size;
         match PruningPredicateBuilder::new()
             .with_file_schema(self.schema.clone())

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::{ScanArgs, ScanResult, Session, TableProvider};
+use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::dml::InsertOp;
@@ -255,37 +255,6 @@ impl TableProvider for LiveDeltaTable {
                 "{} has no Delta table (yet)",
                 self.def.table
             ))),
-        }
-    }
-
-    async fn scan_with_args<'a>(
-        &self,
-        state: &dyn Session,
-        args: ScanArgs<'a>,
-    ) -> Result<ScanResult> {
-        match self.current(state).await? {
-            Some(Current {
-                index: Some(index), ..
-            }) => {
-                let filters = args.filters().unwrap_or_default();
-                let plan = index
-                    .scan(
-                        state,
-                        args.projection().map(|p| p.to_vec()).as_ref(),
-                        filters,
-                        args.limit(),
-                    )
-                    .await?;
-                Ok(ScanResult::new(plan))
-            }
-            Some(c) => c.provider.scan_with_args(state, args).await,
-            None => {
-                let schema = match args.projection() {
-                    Some(p) => Arc::new(self.schema().project(p)?),
-                    None => self.schema(),
-                };
-                Ok(ScanResult::new(Arc::new(EmptyExec::new(schema))))
-            }
         }
     }
 }
