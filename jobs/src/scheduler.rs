@@ -220,6 +220,22 @@ impl Scheduler {
                     .await
                 {
                     Ok(Claim::Won { attempt }) => {
+                        // A takeover: the node that held the fire may have ended it (and
+                        // recorded that) but died before marking its lease done.
+                        if attempt > 1
+                            && let Some(status) = self.ended_before(&job, fire).await
+                        {
+                            info!(job = %job.name, %fire, status, "the fire ended on the node that held it; marking its lease done");
+                            if let Err(e) = self
+                                .leases
+                                .finish(&job.name, fire, status, self.clock.now())
+                                .await
+                            {
+                                warn!(job = %job.name, %fire, error = %e, "cannot mark the fire done");
+                            }
+                            last_fire = Some(fire);
+                            continue;
+                        }
                         // Skip if running: locally, a fire another node holds, or the
                         // previous fire (whoever runs it).
                         let mut elsewhere = false;
@@ -311,6 +327,30 @@ impl Scheduler {
             engine: self.engine.clone(),
             timing: self.timing,
             metrics: self.metrics.clone(),
+        }
+    }
+
+    /// How the fire ended, when the history already has its last attempt: succeeded, skipped,
+    /// or failed with the retries spent. `None` when it has not ended or the history cannot
+    /// be read (the takeover then runs it).
+    async fn ended_before(&self, job: &Job, fire: DateTime<Utc>) -> Option<&'static str> {
+        let runs = match self.history.runs(Some(&job.name)).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(job = %job.name, %fire, error = %e, "cannot read the history before taking the fire over");
+                return None;
+            }
+        };
+        let last = runs
+            .iter()
+            .filter(|r| r.fire_time == fire && r.trigger != Trigger::Manual)
+            .max_by_key(|r| r.attempt)?;
+        match last.status {
+            RunStatus::Succeeded | RunStatus::Skipped => Some(last.status.as_str()),
+            RunStatus::Failed | RunStatus::TimedOut if last.attempt > job.retries => {
+                Some(last.status.as_str())
+            }
+            _ => None,
         }
     }
 
@@ -991,6 +1031,62 @@ mod tests {
         );
         assert!(taken[0].started_at >= lease_end);
         drop(a.scheduler);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_takeover_of_a_fire_recorded_as_ended_runs_nothing_again() {
+        // Node a held the 10:01 fire, ran it and recorded its success, then died before
+        // marking the lease done. b takes the fire over when the lease expires: it finds the
+        // record, marks the lease done, and neither runs nor records the fire again.
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let history = Arc::new(MemoryHistory::default());
+        let fire = t("2026-03-01T10:01:00Z");
+        let hold = Duration::from_secs(330);
+        let a = Leases::new(store.clone(), Path::from("leases"), "a");
+        assert_eq!(
+            a.claim("j", fire, fire, hold).await.unwrap(),
+            Claim::Won { attempt: 1 }
+        );
+        let fake = Fake::new(Duration::from_secs(1), 0, false);
+        let b = start_with(
+            job("every = \"1m\"\ntimeout = \"5m\""),
+            &fake,
+            t("2026-03-01T10:00:30Z"),
+            store.clone(),
+            history.clone(),
+            "b",
+        );
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let mut ran = JobRun {
+            node: "a".into(),
+            started_at: fire,
+            finished_at: fire + chrono::Duration::seconds(20),
+            ..seeded("2026-03-01T10:01:00Z")
+                .await
+                .runs(None)
+                .await
+                .unwrap()[0]
+                .clone()
+        };
+        ran.detail = "ran on a".into();
+        history.record(&ran).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(10 * 60)).await;
+        let runs = b.stop().await;
+        let of_fire: Vec<_> = runs.iter().filter(|r| r.fire_time == fire).collect();
+        assert_eq!(of_fire.len(), 1, "{of_fire:?}");
+        assert_eq!(of_fire[0].node, "a");
+        assert!(!fake.fires().contains(&fire), "{:?}", fake.fires());
+        assert_eq!(
+            a.claim("j", fire, fire + chrono::Duration::hours(1), hold)
+                .await
+                .unwrap(),
+            Claim::Done {
+                node: "b".into(),
+                status: "succeeded".into()
+            }
+        );
+        // b's own fires went on: skipped while a held 10:01, then run.
+        assert!(fake.fires().len() > 2, "{:?}", fake.fires());
     }
 
     #[tokio::test(start_paused = true)]
