@@ -147,25 +147,25 @@ fn stat_column(
 
 /// Raises logged timestamp maxima by the precision the log lost, so they stay upper bounds.
 fn widen_timestamp_max(max: ArrayRef) -> ArrayRef {
-    if let DataType::Timestamp(TimeUnit::Microsecond, _) = max.data_type() {
-        let ts = max.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
-        let widened = ts
-            .unary::<_, datafusion::arrow::datatypes::TimestampMicrosecondType>(|v| {
-                v.saturating_add(TIMESTAMP_MAX_SLACK_US)
-            })
-            .with_timezone_opt(ts.timezone().map(Arc::from));
-        return Arc::new(widened);
+    use datafusion::arrow::datatypes::{
+        ArrowTimestampType, TimestampMicrosecondType, TimestampNanosecondType,
+    };
+    fn widen<T: ArrowTimestampType>(max: &ArrayRef, slack: i64) -> ArrayRef {
+        let ts = max.as_primitive::<T>();
+        Arc::new(
+            ts.unary::<_, T>(|v| v.saturating_add(slack))
+                .with_timezone_opt(ts.timezone().map(Arc::from)),
+        )
     }
-    if let DataType::Timestamp(TimeUnit::Nanosecond, _) = max.data_type() {
-        let ts = max.as_primitive::<datafusion::arrow::datatypes::TimestampNanosecondType>();
-        let widened = ts
-            .unary::<_, datafusion::arrow::datatypes::TimestampNanosecondType>(|v| {
-                v.saturating_add(TIMESTAMP_MAX_SLACK_US * 1000 + 999)
-            })
-            .with_timezone_opt(ts.timezone().map(Arc::from));
-        return Arc::new(widened);
+    match max.data_type() {
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            widen::<TimestampMicrosecondType>(&max, TIMESTAMP_MAX_SLACK_US)
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            widen::<TimestampNanosecondType>(&max, TIMESTAMP_MAX_SLACK_US * 1000 + 999)
+        }
+        _ => max,
     }
-    max
 }
 
 fn scalar(array: &ArrayRef, row: usize) -> Result<Precision<ScalarValue>> {
