@@ -147,6 +147,13 @@ pub trait History: Send + Sync + std::fmt::Debug {
     async fn state(&self, job: &str) -> Result<JobState> {
         Ok(JobState::from_runs(&self.runs(Some(job)).await?))
     }
+
+    /// The recorded attempts of one fire of `job` (scheduled or caught up), oldest first.
+    async fn fire_runs(&self, job: &str, fire: DateTime<Utc>) -> Result<Vec<JobRun>> {
+        let mut runs = self.runs(Some(job)).await?;
+        runs.retain(|r| r.fire_time == fire && r.trigger != Trigger::Manual);
+        Ok(runs)
+    }
 }
 
 /// History in memory (tests).
@@ -363,15 +370,77 @@ impl History for DeltaHistory {
     }
 
     async fn runs(&self, job: Option<&str>) -> Result<Vec<JobRun>> {
-        self.engine.invalidate("system", "job_runs").await;
         let filter = match job {
-            Some(j) => format!(" WHERE job = '{}'", j.replace('\'', "''")),
+            Some(j) => format!(" WHERE job = {}", quote(j)),
             None => String::new(),
+        };
+        self.select(&filter, false).await
+    }
+
+    /// Computed by the engine: a job's history grows with every fire (a 1-second job records
+    /// 86,400 runs a day), so its state must not be read back run by run on each attempt.
+    async fn state(&self, job: &str) -> Result<JobState> {
+        self.engine.invalidate("system", "job_runs").await;
+        let job_is = format!("job = {}", quote(job));
+        let batches = self
+            .engine
+            .sql(&format!(
+                "SELECT max(fire_time) FILTER (WHERE trigger <> 'manual') AS last_fire, \
+                 max(window_end) FILTER (WHERE status = 'succeeded') AS watermark \
+                 FROM sakura.system.job_runs WHERE {job_is}"
+            ))
+            .await?
+            .collect()
+            .await?;
+        let (mut last_fire, mut watermark) = (None, None);
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        for b in batches.iter().filter(|b| b.num_rows() > 0) {
+            let mut c = Vec::new();
+            let a: &TimestampMicrosecondArray = column(b, "last_fire", &mut c, ts.clone())?;
+            last_fire = time(a, 0);
+            let mut c = Vec::new();
+            let a: &TimestampMicrosecondArray = column(b, "watermark", &mut c, ts.clone())?;
+            watermark = time(a, 0);
+        }
+        let last_run = self.select(&format!(" WHERE {job_is}"), true).await?.pop();
+        Ok(JobState {
+            last_fire,
+            last_run,
+            watermark,
+        })
+    }
+
+    async fn fire_runs(&self, job: &str, fire: DateTime<Utc>) -> Result<Vec<JobRun>> {
+        let at = fire.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        self.select(
+            &format!(
+                " WHERE job = {} AND fire_time = TIMESTAMP '{at}' AND trigger <> 'manual'",
+                quote(job)
+            ),
+            false,
+        )
+        .await
+    }
+}
+
+/// `s` as an SQL string literal.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+impl DeltaHistory {
+    /// The runs `filter` keeps, oldest first; with `newest_only` only the last to finish.
+    async fn select(&self, filter: &str, newest_only: bool) -> Result<Vec<JobRun>> {
+        self.engine.invalidate("system", "job_runs").await;
+        let order = if newest_only {
+            "finished_at DESC, attempt DESC LIMIT 1"
+        } else {
+            "finished_at, attempt"
         };
         let batches = self
             .engine
             .sql(&format!(
-                "SELECT * FROM sakura.system.job_runs{filter} ORDER BY finished_at, attempt"
+                "SELECT * FROM sakura.system.job_runs{filter} ORDER BY {order}"
             ))
             .await?
             .collect()
@@ -450,5 +519,78 @@ mod tests {
             "failed runs and older backfills do not move it"
         );
         assert_eq!(s.last_run.unwrap().trigger, Trigger::Manual);
+    }
+
+    #[tokio::test]
+    async fn the_delta_history_computes_the_same_state_and_finds_one_fires_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = schemas::Storage::local(dir.path()).unwrap();
+        let engine = engine::Engine::new(storage, &engine::EngineConfig::default())
+            .await
+            .unwrap();
+        let history = DeltaHistory::new(engine);
+        let mut runs = vec![
+            run(
+                "2026-03-01T10:00:00Z",
+                RunStatus::Succeeded,
+                Trigger::Schedule,
+                Some("2026-03-01T10:00:00Z"),
+            ),
+            run(
+                "2026-03-01T11:00:00Z",
+                RunStatus::Failed,
+                Trigger::Schedule,
+                Some("2026-03-01T11:00:00Z"),
+            ),
+            run(
+                "2026-03-01T11:00:00Z",
+                RunStatus::Succeeded,
+                Trigger::CatchUp,
+                Some("2026-03-01T11:00:00Z"),
+            ),
+            run(
+                "2026-03-01T11:30:00Z",
+                RunStatus::Succeeded,
+                Trigger::Manual,
+                Some("2026-03-01T09:00:00Z"),
+            ),
+            run(
+                "2026-03-01T12:00:00Z",
+                RunStatus::Succeeded,
+                Trigger::Schedule,
+                None,
+            ),
+        ];
+        runs[2].attempt = 2;
+        runs[2].finished_at = runs[1].finished_at;
+        let mut other = runs[4].clone();
+        other.job = "o'ther".into();
+        other.fire_time = t("2026-03-02T00:00:00Z");
+        for r in runs.iter().chain([&other]) {
+            history.record(r).await.unwrap();
+        }
+        let s = history.state("j").await.unwrap();
+        assert_eq!(s, JobState::from_runs(&runs));
+        assert_eq!(s.last_fire, Some(t("2026-03-01T12:00:00Z")));
+        assert_eq!(s.watermark, Some(t("2026-03-01T11:00:00Z")));
+        assert_eq!(
+            history.state("o'ther").await.unwrap(),
+            JobState::from_runs([&other])
+        );
+        assert_eq!(history.state("none").await.unwrap(), JobState::default());
+        // One fire's attempts, in order; manual runs are not fires.
+        let fire = t("2026-03-01T11:00:00Z");
+        assert_eq!(
+            history.fire_runs("j", fire).await.unwrap(),
+            runs[1..3].to_vec()
+        );
+        assert!(
+            history
+                .fire_runs("j", t("2026-03-01T11:30:00Z"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(history.fire_runs("o'ther", fire).await.unwrap().is_empty());
     }
 }

@@ -334,17 +334,14 @@ impl Scheduler {
     /// or failed with the retries spent. `None` when it has not ended or the history cannot
     /// be read (the takeover then runs it).
     async fn ended_before(&self, job: &Job, fire: DateTime<Utc>) -> Option<&'static str> {
-        let runs = match self.history.runs(Some(&job.name)).await {
+        let runs = match self.history.fire_runs(&job.name, fire).await {
             Ok(r) => r,
             Err(e) => {
                 warn!(job = %job.name, %fire, error = %e, "cannot read the history before taking the fire over");
                 return None;
             }
         };
-        let last = runs
-            .iter()
-            .filter(|r| r.fire_time == fire && r.trigger != Trigger::Manual)
-            .max_by_key(|r| r.attempt)?;
+        let last = runs.iter().max_by_key(|r| r.attempt)?;
         match last.status {
             RunStatus::Succeeded | RunStatus::Skipped => Some(last.status.as_str()),
             RunStatus::Failed | RunStatus::TimedOut if last.attempt > job.retries => {
