@@ -374,6 +374,7 @@ impl History for DeltaHistory {
             Some(j) => format!(" WHERE job = {}", quote(j)),
             None => String::new(),
         };
+        self.engine.invalidate("system", "job_runs").await;
         self.select(&filter, false).await
     }
 
@@ -412,6 +413,7 @@ impl History for DeltaHistory {
 
     async fn fire_runs(&self, job: &str, fire: DateTime<Utc>) -> Result<Vec<JobRun>> {
         let at = fire.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        self.engine.invalidate("system", "job_runs").await;
         self.select(
             &format!(
                 " WHERE job = {} AND fire_time = TIMESTAMP '{at}' AND trigger <> 'manual'",
@@ -430,8 +432,8 @@ fn quote(s: &str) -> String {
 
 impl DeltaHistory {
     /// The runs `filter` keeps, oldest first; with `newest_only` only the last to finish.
+    /// (Callers refresh the table first: `invalidate`.)
     async fn select(&self, filter: &str, newest_only: bool) -> Result<Vec<JobRun>> {
-        self.engine.invalidate("system", "job_runs").await;
         let order = if newest_only {
             "finished_at DESC, attempt DESC LIMIT 1"
         } else {
