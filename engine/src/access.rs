@@ -7,25 +7,47 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::Session;
 use datafusion::catalog::{
     CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider, TableProvider,
 };
 use datafusion::common::DFSchema;
+use datafusion::common::tree_node::Transformed;
+use datafusion::config::ConfigOptions;
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::LogicalPlanBuilder;
-use datafusion::prelude::SessionContext;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::optimizer::AnalyzerRule;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
 
 /// What one caller may read: `(schema, table)` → the row filter (a SQL predicate over the
-/// table's columns, values already substituted), or `None` for every row; and the table
-/// patterns it may write.
+/// table's columns, values already substituted), or `None` for every row; the table patterns
+/// it may write; and whether it may see every engine setting.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Grants {
     pub tables: BTreeMap<(String, String), Option<String>>,
     /// `schema.table`, `schema.*` or `*`.
     pub write: Vec<String>,
+    /// Whether `SHOW ALL` / `information_schema.df_settings` list every setting (admins);
+    /// others see only [`CLIENT_SETTINGS`].
+    pub settings: bool,
 }
+
+/// The settings every caller sees: what a client needs to read results right.
+pub const CLIENT_SETTINGS: [&str; 5] = [
+    "datafusion.catalog.default_catalog",
+    "datafusion.catalog.default_schema",
+    "datafusion.execution.time_zone",
+    "datafusion.sql_parser.dialect",
+    "datafusion.sql_parser.enable_ident_normalization",
+];
 
 /// Whether a grant pattern (`schema.table`, `schema.*` or `*`) covers `schema.table`.
 pub fn pattern_matches(pattern: &str, schema: &str, table: &str) -> bool {
@@ -75,7 +97,24 @@ pub async fn scoped_session(
     catalog: &str,
     grants: &Grants,
 ) -> Result<SessionContext> {
-    let scoped = crate::engine::new_session(ctx.copied_config(), runtime);
+    let config = ctx
+        .copied_config()
+        .with_extension(Arc::new(crate::engine::SessionScope {
+            all_settings: grants.settings,
+            ..Default::default()
+        }));
+    scoped_session_in(ctx, config, runtime, catalog, grants).await
+}
+
+/// [`scoped_session`] with `config` (the engine's, with its [`crate::engine::SessionScope`]).
+pub(crate) async fn scoped_session_in(
+    ctx: &SessionContext,
+    config: SessionConfig,
+    runtime: Arc<RuntimeEnv>,
+    catalog: &str,
+    grants: &Grants,
+) -> Result<SessionContext> {
+    let scoped = crate::engine::new_session(config, runtime);
     crate::functions::register(&scoped);
     for (name, function) in ctx.state().table_functions() {
         scoped.register_udtf(name, function.function().clone());
@@ -113,6 +152,86 @@ pub async fn scoped_session(
     }
     scoped.register_catalog(catalog, out);
     Ok(scoped)
+}
+
+/// Shows a caller without [`Grants::settings`] only [`CLIENT_SETTINGS`]: every scan of
+/// `information_schema.df_settings` (which `SHOW ALL` and `SHOW <name>` read too) reads a table
+/// of those settings instead.
+#[derive(Debug)]
+pub(crate) struct ClientSettings;
+
+impl AnalyzerRule for ClientSettings {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        plan.transform_up_with_subqueries(|node| match node {
+            LogicalPlan::TableScan(mut scan)
+                if scan.table_name.table() == "df_settings"
+                    && scan.table_name.schema() == Some("information_schema") =>
+            {
+                scan.source = provider_as_source(Arc::new(SettingsTable));
+                Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+            }
+            other => Ok(Transformed::no(other)),
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "sakura_client_settings"
+    }
+}
+
+/// `information_schema.df_settings` restricted to [`CLIENT_SETTINGS`].
+#[derive(Debug)]
+struct SettingsTable;
+
+fn settings_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("value", DataType::Utf8, true),
+        Field::new("description", DataType::Utf8, true),
+    ]))
+}
+
+#[async_trait::async_trait]
+impl TableProvider for SettingsTable {
+    fn schema(&self) -> SchemaRef {
+        settings_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let (mut names, mut values, mut descriptions) = (Vec::new(), Vec::new(), Vec::new());
+        for entry in state.config_options().entries() {
+            if CLIENT_SETTINGS.contains(&entry.key.as_str()) {
+                names.push(entry.key);
+                values.push(entry.value);
+                descriptions.push(entry.description);
+            }
+        }
+        let batch = RecordBatch::try_new(
+            settings_schema(),
+            vec![
+                Arc::new(StringArray::from(names)),
+                Arc::new(StringArray::from(values)),
+                Arc::new(StringArray::from(descriptions)),
+            ],
+        )?;
+        let exec = MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            settings_schema(),
+            projection.cloned(),
+        )?;
+        Ok(exec)
+    }
 }
 
 #[cfg(test)]

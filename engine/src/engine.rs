@@ -16,20 +16,52 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use schemas::Storage;
 
+use crate::bounded::BoundedValues;
 use crate::curated::{self, CURATED};
 use crate::ledger::IngestLedger;
 use crate::live_table::LiveDeltaTable;
 use crate::{EngineConfig, Error, Result};
 
-/// A session with DataFusion's defaults and [`crate::coop::YieldingJoins`]: every session that
+/// What a session's queries may do beyond their grants, carried in its config (a
+/// [`SessionConfig`] extension, so copies of the config keep it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SessionScope {
+    /// Bytes one expression may produce for one batch ([`crate::bounded`]).
+    pub(crate) value_cap: usize,
+    /// Whether `information_schema.df_settings` (`SHOW ALL`) lists every setting, or only the
+    /// few a client needs ([`crate::access`]).
+    pub(crate) all_settings: bool,
+}
+
+impl Default for SessionScope {
+    fn default() -> Self {
+        Self {
+            value_cap: crate::bounded::DEFAULT_VALUE_CAP,
+            all_settings: true,
+        }
+    }
+}
+
+/// A session with DataFusion's defaults, [`crate::coop::YieldingJoins`], the checks of
+/// [`crate::bounded`] and the settings `config`'s [`SessionScope`] shows: every session that
 /// runs queries is made here.
 pub(crate) fn new_session(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionContext {
-    let state = SessionStateBuilder::new()
+    let scope = config
+        .get_extension::<SessionScope>()
+        .map_or_else(SessionScope::default, |s| *s);
+    let mut builder = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
-        .with_physical_optimizer_rule(Arc::new(crate::coop::YieldingJoins))
-        .build();
+        .with_analyzer_rule(Arc::new(BoundedValues::new(scope.value_cap)))
+        .with_physical_optimizer_rule(Arc::new(crate::coop::YieldingJoins));
+    if let Some(planners) = builder.expr_planners() {
+        planners.insert(0, Arc::new(crate::bounded::BoundedLiterals));
+    }
+    if !scope.all_settings {
+        builder = builder.with_analyzer_rule(Arc::new(crate::access::ClientSettings));
+    }
+    let state = builder.build();
     SessionContext::new_with_state(state)
 }
 
@@ -60,6 +92,10 @@ pub struct Engine {
     refresh: Duration,
     /// Memory each query may hold before it spills or fails; `None`: unbounded.
     query_memory: Option<usize>,
+    /// Bytes one expression may produce for one batch: a quarter of `query_memory`.
+    value_cap: usize,
+    /// The SQL dialect of the session (`datafusion.sql_parser.dialect`).
+    dialect: datafusion::config::Dialect,
     /// When curated tables were last looked for on the store (other processes create them).
     last_discovery: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     /// The model registry under the storage root (`detect_anomalies`, `system.models`, jobs).
@@ -131,6 +167,7 @@ impl Engine {
             config = config.with_target_partitions(cfg.target_partitions);
         }
         cfg.apply_options(config.options_mut())?;
+        let dialect = config.options().sql_parser.dialect;
         let ctx = new_session(config, Arc::new(RuntimeEnv::default()));
         crate::functions::register(&ctx);
         let models = crate::models::ModelRegistry::for_storage(&storage)?;
@@ -203,6 +240,8 @@ impl Engine {
             curated,
             refresh,
             query_memory: None,
+            value_cap: crate::bounded::DEFAULT_VALUE_CAP,
+            dialect,
             last_discovery: Arc::default(),
             models,
             sessions: Arc::default(),
@@ -211,6 +250,23 @@ impl Engine {
 
     pub fn session(&self) -> &SessionContext {
         &self.ctx
+    }
+
+    /// Checks a caller's statement's size and depth with the session's own tokenizer, before
+    /// anything parses it (see [`crate::check_shape`]).
+    pub fn check_shape(
+        &self,
+        sql: &str,
+        limits: crate::ShapeLimits,
+    ) -> std::result::Result<(), crate::ShapeError> {
+        match datafusion::sql::sqlparser::dialect::dialect_from_str(self.dialect) {
+            Some(d) => crate::check_shape(sql, d.as_ref(), limits),
+            None => crate::check_shape(
+                sql,
+                &datafusion::sql::sqlparser::dialect::GenericDialect,
+                limits,
+            ),
+        }
     }
 
     /// Plans a SQL statement.
@@ -368,6 +424,7 @@ impl Engine {
     /// `ResourcesExhausted`. Other queries are not affected.
     pub fn with_query_memory_limit(mut self, bytes: usize) -> Self {
         self.query_memory = Some(bytes);
+        self.value_cap = (bytes / 4).max(1);
         self
     }
 
@@ -388,7 +445,14 @@ impl Engine {
                     },
                     Err(_) => None,
                 };
-                let ctx = crate::scoped_session(&self.ctx, base, CATALOG, grants).await?;
+                let ctx = crate::access::scoped_session_in(
+                    &self.ctx,
+                    self.scope_config(grants),
+                    base,
+                    CATALOG,
+                    grants,
+                )
+                .await?;
                 if let (Some(generation), Ok(mut cache)) = (generation, self.sessions.lock()) {
                     cache.put(generation, grants, &ctx);
                 }
@@ -404,7 +468,24 @@ impl Engine {
                     .build_arc()?
             }
         };
-        crate::scoped_session(&self.ctx, runtime, CATALOG, grants).await
+        crate::access::scoped_session_in(
+            &self.ctx,
+            self.scope_config(grants),
+            runtime,
+            CATALOG,
+            grants,
+        )
+        .await
+    }
+
+    /// The engine's session config with what `grants` may do beyond reading tables.
+    fn scope_config(&self, grants: &crate::Grants) -> SessionConfig {
+        self.ctx
+            .copied_config()
+            .with_extension(Arc::new(SessionScope {
+                value_cap: self.value_cap,
+                all_settings: grants.settings,
+            }))
     }
 }
 

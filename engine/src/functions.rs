@@ -28,6 +28,10 @@ use datafusion::prelude::SessionContext;
 /// Registers the engine's scalar and window functions with `ctx`.
 pub(crate) fn register(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::new_from_impl(UtcDateTrunc::new()));
+    ctx.register_udaf(crate::distinct::CompactCount::udaf());
+    for f in crate::bounded::TypeBounded::udfs() {
+        ctx.register_udf(f);
+    }
     crate::anomaly::register(ctx);
 }
 

@@ -9,10 +9,12 @@
 
 mod access;
 mod anomaly;
+mod bounded;
 mod config;
 mod coop;
 mod curated;
 mod detect;
+mod distinct;
 mod engine;
 mod error;
 mod file_index;
@@ -20,8 +22,9 @@ mod functions;
 mod ledger;
 mod live_table;
 mod models;
+mod shape;
 
-pub use access::{Grants, pattern_matches, scoped_session};
+pub use access::{CLIENT_SETTINGS, Grants, pattern_matches, scoped_session};
 pub use anomaly::DETECTORS;
 pub use config::EngineConfig;
 pub use curated::CURATED;
@@ -31,3 +34,4 @@ pub use error::{Error, Result};
 pub use ledger::IngestLedger;
 pub use live_table::{LiveDeltaTable, open_table};
 pub use models::{ModelRegistry, Pin};
+pub use shape::{ShapeError, ShapeLimits, check_shape};

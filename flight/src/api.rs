@@ -13,17 +13,20 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
+use axum::http::Extensions;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use datafusion::scalar::ScalarValue;
 use futures::{StreamExt, stream};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::net::SocketAddr;
 use tonic::{Code, Status};
 
+use crate::audit::Audit;
 use crate::auth::Authenticator;
-use crate::query::{Batches, Gate};
+use crate::query::{Batches, Caller, Gate};
 use crate::{Error, Identity};
 
 /// Bytes of encoded result held back before the response status is sent.
@@ -310,13 +313,17 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<(String, Vec<ScalarVa
 
 /// Who is calling: HTTP clients may send Basic credentials directly (`curl -u`) or a bearer
 /// token (an API token, a JWT, or the token a Flight handshake issued).
-fn authenticate(auth: &Authenticator, headers: &HeaderMap) -> Result<Identity, Error> {
+async fn authenticate(
+    auth: &Authenticator,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+) -> Result<Identity, Error> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     match value {
         Some(h) if auth.required() && h.len() > 6 && h[..6].eq_ignore_ascii_case("basic ") => {
-            auth.basic(h)
+            auth.basic(h, peer).await
         }
         other => auth.authenticate(other),
     }
@@ -325,15 +332,28 @@ fn authenticate(auth: &Authenticator, headers: &HeaderMap) -> Result<Identity, E
 /// `POST /api/v1/sql`
 pub(crate) async fn sql(
     State(api): State<Arc<SqlApi>>,
+    extensions: Extensions,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let identity = match authenticate(&api.auth, &headers) {
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| *a)
+        .or_else(|| {
+            extensions
+                .get::<ConnectInfo<crate::http::Peer>>()
+                .map(|ConnectInfo(p)| p.0)
+        });
+    let identity = match authenticate(&api.auth, &headers, peer).await {
         Ok(i) => i,
         Err(e) => {
-            tracing::info!(path = "/api/v1/sql", error = %e, "call refused");
+            crate::audit::refused(peer, "/api/v1/sql", &e);
             return error_response(&Status::from(e), None);
         }
+    };
+    let caller = Caller {
+        identity: Some(&identity),
+        peer,
     };
     let query_id = uuid::Uuid::new_v4().to_string();
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
@@ -353,7 +373,7 @@ pub(crate) async fn sql(
         Err(e) => {
             let status = Status::from(e);
             let sql = String::from_utf8_lossy(&body);
-            Gate::audit_refusal(Some(&identity), &sql, &status);
+            Audit::start(caller.identity, peer, &sql, &query_id).failed(&status);
             return error_response(&status, Some(&query_id));
         }
     };
@@ -361,15 +381,15 @@ pub(crate) async fn sql(
     let ran = api
         .gate
         .run(
-            Some(&identity),
+            caller,
             &sql,
             &query_id,
             async |grants| {
-                Ok(if params.is_empty() {
-                    executor.execute(grants, &sql).await?
+                if params.is_empty() {
+                    executor.execute(grants, &sql).await
                 } else {
-                    executor.execute_with(grants, &sql, params).await?
-                })
+                    executor.execute_each(grants, &sql, vec![params]).await
+                }
             },
             |batches| batches,
         )

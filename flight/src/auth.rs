@@ -2,11 +2,23 @@
 //! tokens stored hashed in the config, and OIDC/JWT bearer tokens checked against a JWKS. Every
 //! Flight call but the handshake carries `authorization: Bearer <token>`; the result is an
 //! [`Identity`] with roles, which RBAC works from.
+//!
+//! A session token (issued at the handshake) names the credential it came from, and every use
+//! checks that credential again: a user or API token removed from the config (or a password
+//! changed) ends its sessions as soon as the server runs with that config, and their roles are
+//! the config's, not the token's. A session never outlives its credential: one made from a JWT
+//! expires with the JWT, and exchanging a session token for a new one keeps its expiry.
+//!
+//! Password checks (PBKDF2, about 0.1 s of CPU each) run on a small pool beside the query
+//! runtime, at most a few per source address, with the same work for unknown users as for
+//! known ones; recent successful checks are remembered for a minute, so a client that sends
+//! Basic credentials with every HTTP call pays once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::{digest, pbkdf2, rand::SecureRandom};
 use base64::Engine as _;
@@ -136,6 +148,20 @@ impl Default for JwtConfig {
     }
 }
 
+/// The credential an identity was proven with, as a session token records it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Origin {
+    /// Authentication off.
+    #[default]
+    None,
+    /// A configured user (fingerprint of its stored password hash).
+    User(String),
+    /// A configured API token (fingerprint of its stored hash).
+    Token(String),
+    /// A JWT of the identity provider.
+    Jwt,
+}
+
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
@@ -146,6 +172,10 @@ pub struct Identity {
     pub method: &'static str,
     /// The token's claims (JWT) — what row filters can refer to.
     pub claims: serde_json::Map<String, Value>,
+    /// The credential behind it.
+    pub origin: Origin,
+    /// When the credential expires (seconds since the epoch), if it does.
+    pub expires: Option<u64>,
 }
 
 impl Identity {
@@ -155,6 +185,8 @@ impl Identity {
             roles: vec!["admin".into()],
             method: "none",
             claims: Default::default(),
+            origin: Origin::None,
+            expires: None,
         }
     }
 }
@@ -165,9 +197,24 @@ struct SessionClaims {
     iss: String,
     aud: String,
     sub: String,
-    roles: Vec<String>,
     iat: u64,
     exp: u64,
+    /// The credential it came from: `user`, `token` or `jwt`.
+    src: String,
+    /// The fingerprint of that user's or token's stored hash (`user`, `token`).
+    #[serde(default)]
+    cid: String,
+    /// The JWT's roles and claims (`jwt`; users' and tokens' come from the config).
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    claims: serde_json::Map<String, Value>,
+}
+
+/// A short fingerprint of a stored secret hash (never the secret): 16 hex digits of SHA-256.
+fn fingerprint(stored: &str) -> String {
+    let d = digest::digest(&digest::SHA256, stored.as_bytes());
+    d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 struct JwtVerifier {
@@ -181,9 +228,15 @@ pub struct Authenticator {
     users: BTreeMap<String, UserConfig>,
     /// Token hash (hex) → its entry.
     tokens: BTreeMap<String, TokenConfig>,
+    /// Fingerprint of a token's hash → the hash (for session tokens made from API tokens).
+    token_fingerprints: BTreeMap<String, String>,
     session_key: Vec<u8>,
     token_ttl_s: u64,
     jwt: Option<JwtVerifier>,
+    passwords: PasswordChecks,
+    /// What an unknown user's password is checked against, so that it costs what a known
+    /// user's check costs.
+    decoy: (std::num::NonZeroU32, Vec<u8>, Vec<u8>),
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -341,13 +394,34 @@ impl Authenticator {
         } else {
             cfg.token_secret.as_bytes().to_vec()
         };
+        let token_fingerprints = tokens.keys().map(|h| (fingerprint(h), h.clone())).collect();
+        // Users' hashes are checked at their own iteration count; the decoy at the most
+        // common one among them (the default for new hashes when there are none).
+        let iterations = users
+            .values()
+            .filter_map(|u| parse_password_hash(&u.password_hash).map(|(i, ..)| i))
+            .max()
+            .or(std::num::NonZeroU32::new(PBKDF2_ITERATIONS))
+            .ok_or_else(|| Error::Config("zero PBKDF2 iterations".into()))?;
+        let decoy_salt = random_bytes(16)?;
+        let mut decoy_hash = [0u8; 32];
+        pbkdf2::derive(
+            pbkdf2::PBKDF2_HMAC_SHA256,
+            std::num::NonZeroU32::MIN,
+            &decoy_salt,
+            &random_bytes(16)?,
+            &mut decoy_hash,
+        );
         Ok(Arc::new(Self {
             required: cfg.required,
             users,
             tokens,
+            token_fingerprints,
             session_key,
             token_ttl_s: cfg.token_ttl_s,
             jwt,
+            passwords: PasswordChecks::new(),
+            decoy: (iterations, decoy_salt, decoy_hash.to_vec()),
         }))
     }
 
@@ -388,8 +462,10 @@ impl Authenticator {
         }
     }
 
-    /// Verifies `authorization: Basic …` (the handshake).
-    pub fn basic(&self, authorization: &str) -> Result<Identity> {
+    /// Verifies `authorization: Basic …` (the handshake, or an HTTP call) from `peer`. The
+    /// password check runs on the bounded pool (see the module doc); a source with too many
+    /// checks in flight is refused at once.
+    pub async fn basic(&self, authorization: &str, peer: Option<SocketAddr>) -> Result<Identity> {
         let encoded = authorization
             .split_once(' ')
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
@@ -409,36 +485,83 @@ impl Authenticator {
         let (user, password) = decoded
             .split_once(':')
             .ok_or_else(|| unauthenticated("Basic credentials are not user:password"))?;
-        let bad = || unauthenticated("unknown user or wrong password");
-        let u = self.users.get(user).ok_or_else(bad)?;
-        let (iterations, salt, hash) = parse_password_hash(&u.password_hash).ok_or_else(bad)?;
-        pbkdf2::verify(
-            pbkdf2::PBKDF2_HMAC_SHA256,
-            iterations,
-            &salt,
-            password.as_bytes(),
-            &hash,
-        )
-        .map_err(|_| bad())?;
+        let known = self
+            .users
+            .get(user)
+            .and_then(|u| parse_password_hash(&u.password_hash).map(|h| (u, h)));
+        let remembered = PasswordChecks::key(user, password);
+        let ok = match &known {
+            Some((u, _)) if self.passwords.remembered(&remembered, &u.password_hash) => true,
+            _ => {
+                // Unknown users are checked against the decoy: the same work, always false.
+                let (iterations, salt, hash) = match &known {
+                    Some((_, h)) => h.clone(),
+                    None => self.decoy.clone(),
+                };
+                let password = password.as_bytes().to_vec();
+                let matched = self
+                    .passwords
+                    .check(peer, move || {
+                        pbkdf2::verify(
+                            pbkdf2::PBKDF2_HMAC_SHA256,
+                            iterations,
+                            &salt,
+                            &password,
+                            &hash,
+                        )
+                        .is_ok()
+                    })
+                    .await?;
+                matched && known.is_some()
+            }
+        };
+        let Some((u, _)) = known.filter(|_| ok) else {
+            return Err(unauthenticated("unknown user or wrong password"));
+        };
+        self.passwords.remember(remembered, &u.password_hash);
         Ok(Identity {
             subject: u.name.clone(),
             roles: u.roles.clone(),
             method: "basic",
             claims: Default::default(),
+            origin: Origin::User(fingerprint(&u.password_hash)),
+            expires: None,
         })
     }
 
     /// A bearer token for `identity`, valid for `auth.token_ttl_s` on every server that shares
     /// `auth.token_secret`.
+    ///
+    /// It expires `auth.token_ttl_s` from now, or when the credential does if that is sooner
+    /// (a JWT's `exp`; a session token's own expiry when one is exchanged for another).
     pub fn issue(&self, identity: &Identity) -> Result<String> {
         let iat = now_s();
+        let exp = (iat + self.token_ttl_s).min(identity.expires.unwrap_or(u64::MAX));
+        let (src, cid, roles, claims) = match &identity.origin {
+            Origin::User(cid) => ("user", cid.clone(), Vec::new(), Default::default()),
+            Origin::Token(cid) => ("token", cid.clone(), Vec::new(), Default::default()),
+            Origin::Jwt => (
+                "jwt",
+                String::new(),
+                identity.roles.clone(),
+                identity.claims.clone(),
+            ),
+            Origin::None => {
+                return Err(unauthenticated(
+                    "no credential to make a session token from",
+                ));
+            }
+        };
         let claims = SessionClaims {
             iss: SELF_ISSUER.into(),
             aud: SELF_ISSUER.into(),
             sub: identity.subject.clone(),
-            roles: identity.roles.clone(),
             iat,
-            exp: iat + self.token_ttl_s,
+            exp,
+            src: src.into(),
+            cid,
+            roles,
+            claims,
         };
         jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -459,6 +582,8 @@ impl Authenticator {
                     roles: t.roles.clone(),
                     method: "token",
                     claims: Default::default(),
+                    origin: Origin::Token(fingerprint(&t.hash)),
+                    expires: None,
                 })
                 .ok_or_else(|| unauthenticated("unknown API token"));
         }
@@ -476,12 +601,7 @@ impl Authenticator {
                 &v,
             )
             .map_err(|e| jwt_error(&e))?;
-            return Ok(Identity {
-                subject: data.claims.sub,
-                roles: data.claims.roles,
-                method: "session",
-                claims: Default::default(),
-            });
+            return self.session(data.claims);
         }
         let jwt = self
             .jwt
@@ -519,12 +639,189 @@ impl Authenticator {
                 jwt.cfg.subject_claim
             )));
         }
+        let expires = claims.get("exp").and_then(Value::as_u64);
         Ok(Identity {
             subject,
             roles: roles_from(&claims, &jwt.cfg.roles_claim),
             method: "jwt",
             claims,
+            origin: Origin::Jwt,
+            expires,
         })
+    }
+
+    /// The caller of a verified session token: its credential checked against the config
+    /// again, its roles the config's (JWT sessions keep the JWT's).
+    fn session(&self, c: SessionClaims) -> Result<Identity> {
+        let gone = |what: &str| {
+            unauthenticated(format!(
+                "the {what} this session token was issued for is no longer valid; authenticate again"
+            ))
+        };
+        let (roles, claims, origin) = match c.src.as_str() {
+            "user" => {
+                let u = self.users.get(&c.sub).ok_or_else(|| gone("user"))?;
+                if fingerprint(&u.password_hash) != c.cid {
+                    return Err(gone("password"));
+                }
+                (u.roles.clone(), Default::default(), Origin::User(c.cid))
+            }
+            "token" => {
+                let t = self
+                    .token_fingerprints
+                    .get(&c.cid)
+                    .and_then(|h| self.tokens.get(h))
+                    .ok_or_else(|| gone("API token"))?;
+                (t.roles.clone(), Default::default(), Origin::Token(c.cid))
+            }
+            "jwt" => (c.roles, c.claims, Origin::Jwt),
+            _ => return Err(gone("credential")),
+        };
+        Ok(Identity {
+            subject: c.sub,
+            roles,
+            method: "session",
+            claims,
+            origin,
+            expires: Some(c.exp),
+        })
+    }
+}
+
+/// Password checks on a bounded pool: at most half the cores' worth at once (each on a
+/// blocking thread, not a query's), [`PasswordChecks::WAITING`] queued, and
+/// [`PasswordChecks::PER_SOURCE`] per source address; and the successful checks of the last
+/// minute.
+struct PasswordChecks {
+    running: Arc<tokio::sync::Semaphore>,
+    waiting: std::sync::atomic::AtomicUsize,
+    per_source: Mutex<HashMap<IpAddr, usize>>,
+    /// SHA-256 of `user:password` → (fingerprint of the stored hash, when it was checked).
+    recent: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+}
+
+/// Releases a source's slot when its check ends (or its caller goes away).
+struct SourceSlot<'a> {
+    checks: &'a PasswordChecks,
+    ip: Option<IpAddr>,
+}
+
+impl Drop for SourceSlot<'_> {
+    fn drop(&mut self) {
+        self.checks
+            .waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(ip) = self.ip {
+            let mut m = self
+                .checks
+                .per_source
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(n) = m.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+impl PasswordChecks {
+    /// Checks running at once: half the cores (at least one), so queries keep the rest.
+    fn running_max() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+    }
+    /// Checks in flight (running or queued) in all.
+    const WAITING: usize = 32;
+    /// Checks in flight from one source address.
+    const PER_SOURCE: usize = 2;
+    /// How long a successful check is remembered.
+    const REMEMBER: Duration = Duration::from_secs(60);
+    const REMEMBER_MAX: usize = 1024;
+
+    fn new() -> Self {
+        Self {
+            running: Arc::new(tokio::sync::Semaphore::new(Self::running_max())),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            per_source: Mutex::default(),
+            recent: Mutex::default(),
+        }
+    }
+
+    fn key(user: &str, password: &str) -> [u8; 32] {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(user.as_bytes());
+        ctx.update(b":");
+        ctx.update(password.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        out
+    }
+
+    /// Whether `key` passed a check against `stored` within the last minute.
+    fn remembered(&self, key: &[u8; 32], stored: &str) -> bool {
+        let recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        recent
+            .get(key)
+            .is_some_and(|(f, at)| *f == fingerprint(stored) && at.elapsed() < Self::REMEMBER)
+    }
+
+    fn remember(&self, key: [u8; 32], stored: &str) {
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        recent.retain(|_, (_, at)| at.elapsed() < Self::REMEMBER);
+        if recent.len() < Self::REMEMBER_MAX {
+            recent.insert(key, (fingerprint(stored), Instant::now()));
+        }
+    }
+
+    /// Runs `verify` on the pool for a caller at `peer`.
+    async fn check(
+        &self,
+        peer: Option<SocketAddr>,
+        verify: impl FnOnce() -> bool + Send + 'static,
+    ) -> Result<bool> {
+        let busy = |why: String| Error::ResourceExhausted(format!("{why}; retry later"));
+        let ip = peer.map(|p| p.ip());
+        if self
+            .waiting
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            >= Self::WAITING
+        {
+            self.waiting
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(busy(format!(
+                "more than {} password checks are in flight",
+                Self::WAITING
+            )));
+        }
+        if let Some(ip) = ip {
+            let mut m = self
+                .per_source
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let n = m.entry(ip).or_default();
+            if *n >= Self::PER_SOURCE {
+                drop(m);
+                self.waiting
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(busy(format!(
+                    "{} password checks from {ip} are in flight",
+                    Self::PER_SOURCE
+                )));
+            }
+            *n += 1;
+        }
+        let _slot = SourceSlot { checks: self, ip };
+        let _permit = self
+            .running
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| busy("the password check pool is closed".into()))?;
+        tokio::task::spawn_blocking(verify)
+            .await
+            .map_err(|e| Error::Internal(format!("a password check failed: {e}")))
     }
 }
 
@@ -565,14 +862,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn basic_then_session_token_and_api_tokens() {
+    #[tokio::test]
+    async fn basic_then_session_token_and_api_tokens() {
         let auth = Authenticator::new(&with_user_and_token("sak_abc")).unwrap();
         let basic = format!("Basic {}", STANDARD.encode("alice:pw"));
-        let alice = auth.basic(&basic).unwrap();
+        let alice = auth.basic(&basic, None).await.unwrap();
         assert_eq!((alice.subject.as_str(), alice.method), ("alice", "basic"));
         assert!(
-            auth.basic(&format!("Basic {}", STANDARD.encode("alice:no")))
+            auth.basic(&format!("Basic {}", STANDARD.encode("alice:no")), None)
+                .await
+                .is_err()
+        );
+        assert!(
+            auth.basic(&format!("Basic {}", STANDARD.encode("nobody:pw")), None)
+                .await
                 .is_err()
         );
         // Unpadded base64 (Go clients) works too.
@@ -580,7 +883,7 @@ mod tests {
             "Basic {}",
             STANDARD.encode("alice:pw").trim_end_matches('=')
         );
-        assert!(auth.basic(&unpadded).is_ok());
+        assert!(auth.basic(&unpadded, None).await.is_ok());
 
         let session = auth.issue(&alice).unwrap();
         let back = auth
@@ -606,6 +909,126 @@ mod tests {
         );
         assert!(auth.authenticate(Some("Bearer sak_abd")).is_err());
         assert!(auth.authenticate(None).is_err());
+    }
+
+    /// A token signed with the test config's secret.
+    fn sign(claims: &SessionClaims) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(b"s3cret").unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn sessions_end_with_their_credential_and_never_outlive_it() {
+        let cfg = with_user_and_token("sak_abc");
+        let auth = Authenticator::new(&cfg).unwrap();
+        let basic = format!("Basic {}", STANDARD.encode("alice:pw"));
+        let alice = auth.basic(&basic, None).await.unwrap();
+        let from_user = auth.issue(&alice).unwrap();
+        let grafana = auth.authenticate(Some("Bearer sak_abc")).unwrap();
+        let from_token = auth.issue(&grafana).unwrap();
+        let bearer = |t: &str| format!("Bearer {t}");
+
+        // The same secret, the user and the token removed (others remain): both sessions end.
+        let mut others = with_user_and_token("sak_other");
+        others.users[0].name = "carol".into();
+        others.tokens[0].name = "other".into();
+        let removed = Authenticator::new(&others).unwrap();
+        for t in [&from_user, &from_token] {
+            let e = removed.authenticate(Some(&bearer(t))).unwrap_err();
+            assert!(e.to_string().contains("no longer valid"), "{e}");
+        }
+        // A changed password ends the user's sessions; changed roles apply at once.
+        let mut changed = cfg.clone();
+        changed.users[0].password_hash = hash_password("new").unwrap();
+        let changed_auth = Authenticator::new(&changed).unwrap();
+        assert!(
+            changed_auth
+                .authenticate(Some(&bearer(&from_user)))
+                .is_err()
+        );
+        let mut regranted = cfg.clone();
+        regranted.tokens[0].roles = vec!["viewer".into()];
+        let regranted = Authenticator::new(&regranted).unwrap();
+        let g = regranted.authenticate(Some(&bearer(&from_token))).unwrap();
+        assert_eq!(g.roles, ["viewer"]);
+
+        // Exchanging a session token keeps its expiry; a JWT's session ends with the JWT.
+        let back = auth.authenticate(Some(&bearer(&from_user))).unwrap();
+        let renewed = auth.issue(&back).unwrap();
+        let exp = |t: &str| {
+            let mut v = Validation::new(Algorithm::HS256);
+            v.set_audience(&[SELF_ISSUER]);
+            jsonwebtoken::decode::<SessionClaims>(
+                t,
+                &DecodingKey::from_secret(b"s3cret").unwrap(),
+                &v,
+            )
+            .unwrap()
+            .claims
+            .exp
+        };
+        assert!(exp(&renewed) <= exp(&from_user));
+        let jwt_caller = Identity {
+            subject: "bob".into(),
+            roles: vec!["analyst".into()],
+            method: "jwt",
+            claims: [("service".to_string(), Value::from("svc-3"))]
+                .into_iter()
+                .collect(),
+            origin: Origin::Jwt,
+            expires: Some(now_s() + 6),
+        };
+        let from_jwt = auth.issue(&jwt_caller).unwrap();
+        assert!(exp(&from_jwt) <= now_s() + 6);
+        let bob = auth.authenticate(Some(&bearer(&from_jwt))).unwrap();
+        assert_eq!(
+            bob.claims["service"], "svc-3",
+            "row filters still see the claims"
+        );
+        // An expired session is refused, even when its signature is good.
+        let stale = sign(&SessionClaims {
+            iss: SELF_ISSUER.into(),
+            aud: SELF_ISSUER.into(),
+            sub: "alice".into(),
+            iat: now_s() - 100,
+            exp: now_s() - 10,
+            src: "user".into(),
+            cid: fingerprint(&cfg.users[0].password_hash),
+            roles: Vec::new(),
+            claims: Default::default(),
+        });
+        let e = auth.authenticate(Some(&bearer(&stale))).unwrap_err();
+        assert!(e.to_string().contains("expired"), "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn password_checks_are_bounded_per_source() {
+        let mut cfg = with_user_and_token("t");
+        // A costly hash, so that checks overlap.
+        cfg.users[0].password_hash = hash_password("pw").unwrap();
+        let auth = Authenticator::new(&cfg).unwrap();
+        let peer: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        let wrong = format!("Basic {}", STANDARD.encode("alice:wrong"));
+        let attempts = (0..6).map(|_| auth.basic(&wrong, Some(peer)));
+        let results = futures::future::join_all(attempts).await;
+        let busy = results
+            .iter()
+            .filter(|r| matches!(r, Err(Error::ResourceExhausted(m)) if m.contains("192.0.2.1")))
+            .count();
+        let refused = results
+            .iter()
+            .filter(|r| matches!(r, Err(Error::Unauthenticated(_))))
+            .count();
+        assert_eq!((busy, refused), (4, 2), "{results:?}");
+        // Another source is not held up by this one's limit.
+        let other: SocketAddr = "192.0.2.2:5000".parse().unwrap();
+        let ok = format!("Basic {}", STANDARD.encode("alice:pw"));
+        assert!(auth.basic(&ok, Some(other)).await.is_ok());
+        assert!(auth.passwords.per_source.lock().unwrap().is_empty());
     }
 
     #[test]

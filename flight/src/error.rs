@@ -26,6 +26,13 @@ pub enum Error {
     ResourceExhausted(String),
     #[error("deadline exceeded: {0}")]
     DeadlineExceeded(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// A status an inner call already chose.
+    #[error("{}", .0.message())]
+    Status(Status),
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("query failed: {0}")]
@@ -61,11 +68,14 @@ impl Error {
             Self::ResourceExhausted(_) => Code::ResourceExhausted,
             Self::AlreadyExists(_) => Code::AlreadyExists,
             Self::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Self::Unavailable(_) => Code::Unavailable,
+            Self::Status(s) => s.code(),
             Self::Query(e) => datafusion_code(e),
             Self::Arrow(ArrowError::CastError(_) | ArrowError::ParseError(_)) => {
                 Code::InvalidArgument
             }
             Self::Arrow(_)
+            | Self::Internal(_)
             | Self::Encode(_)
             | Self::Bind { .. }
             | Self::Config(_)
@@ -95,22 +105,80 @@ fn datafusion_code(e: &DataFusionError) -> Code {
     }
 }
 
-impl From<Error> for Status {
-    fn from(e: Error) -> Self {
-        let code = e.code();
-        if code == Code::Internal {
-            tracing::error!(error = %e, "internal error");
+impl Error {
+    /// This error as a row-filtered caller may see it, when it could carry values of rows:
+    /// errors raised while rows are read (a cast, a division, an overflow) quote the value,
+    /// which may come from a row the filter hides — the filter and the caller's expressions
+    /// are evaluated over the same batches. `None` when the message carries no row values
+    /// (planning, permissions, limits).
+    pub fn withheld(&self) -> Option<Error> {
+        const WHY: &str = "details withheld: your role reads rows through a row filter; the \
+                           audit log has them under this query's id";
+        let arrow = |e: &ArrowError| match e {
+            ArrowError::CastError(_) | ArrowError::ParseError(_) => {
+                Error::InvalidArgument(format!("a value could not be converted ({WHY})"))
+            }
+            ArrowError::DivideByZero => Error::InvalidArgument(format!("division by zero ({WHY})")),
+            ArrowError::ArithmeticOverflow(_) => {
+                Error::InvalidArgument(format!("arithmetic overflow ({WHY})"))
+            }
+            _ => Error::Internal(format!("the query failed while reading rows ({WHY})")),
+        };
+        match self {
+            Self::Query(e) => match e.find_root() {
+                DataFusionError::ArrowError(a, _) => Some(arrow(a)),
+                DataFusionError::Execution(_)
+                | DataFusionError::External(_)
+                | DataFusionError::Internal(_)
+                | DataFusionError::ParquetError(_)
+                | DataFusionError::Shared(_)
+                | DataFusionError::Collection(_)
+                | DataFusionError::Substrait(_) => Some(Error::Internal(format!(
+                    "the query failed while reading rows ({WHY})"
+                ))),
+                _ => None,
+            },
+            Self::Arrow(a) => Some(arrow(a)),
+            Self::Encode(_) => Some(Error::Internal(format!(
+                "the result could not be encoded ({WHY})"
+            ))),
+            _ => None,
         }
-        if code == Code::ResourceExhausted && matches!(e, Error::Query(_)) {
+    }
+
+    /// [`Error::withheld`] when `withheld` (and the error carries values), else the error.
+    pub(crate) fn withheld_if(self, withheld: bool) -> Self {
+        match withheld.then(|| self.withheld()).flatten() {
+            Some(w) => w,
+            None => self,
+        }
+    }
+
+    /// The status a client sees for this error.
+    pub fn to_status(&self) -> Status {
+        if let Self::Status(s) = self {
+            return s.clone();
+        }
+        let code = self.code();
+        if code == Code::Internal {
+            tracing::error!(error = %self, "internal error");
+        }
+        if code == Code::ResourceExhausted && matches!(self, Error::Query(_)) {
             return Status::new(
                 code,
                 format!(
                     "the query needs more memory than limits.max_query_memory_mb allows \
-                     (sorts and aggregations spill to disk first; joins cannot): {e}"
+                     (sorts and aggregations spill to disk first; joins cannot): {self}"
                 ),
             );
         }
-        Status::new(code, e.to_string())
+        Status::new(code, self.to_string())
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        e.to_status()
     }
 }
 

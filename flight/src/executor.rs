@@ -6,9 +6,10 @@ use async_trait::async_trait;
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::context::SQLOptions;
 use datafusion::scalar::ScalarValue;
-use engine::{Engine, Grants, TableInfo};
-use futures::StreamExt;
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use engine::{Engine, Grants, ShapeError, ShapeLimits, TableInfo};
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::update;
 use crate::wire_types::{classic_schema, to_classic};
@@ -29,13 +30,15 @@ pub trait QueryExecutor: Send + Sync + std::fmt::Debug + 'static {
     async fn execute(&self, grants: &Grants, sql: &str) -> Result<QueryStream>;
     /// The result schema of `sql` and the schema of its placeholders (`$1`, `$2`, …).
     async fn prepare(&self, grants: &Grants, sql: &str) -> Result<(SchemaRef, SchemaRef)>;
-    /// Runs `sql` with `params` as the values of `$1`, `$2`, …; each value is cast to the type
-    /// the planner inferred for its placeholder.
-    async fn execute_with(
+    /// Runs `sql` once per row of `rows`, each row the values of `$1`, `$2`, … (cast to the
+    /// types the planner inferred), the results one after the other. The statement is planned
+    /// once; each row runs when the stream reaches it, so the stream's deadline and its
+    /// cancellation (dropping it) cover every row.
+    async fn execute_each(
         &self,
         grants: &Grants,
         sql: &str,
-        params: Vec<ScalarValue>,
+        rows: Vec<Vec<ScalarValue>>,
     ) -> Result<QueryStream>;
     /// Runs a statement update (`INSERT INTO curated.…`, `CREATE TABLE curated.… AS …`);
     /// returns the rows written. A query is refused with `InvalidArgument`.
@@ -46,6 +49,11 @@ pub trait QueryExecutor: Send + Sync + std::fmt::Debug + 'static {
     fn table_names(&self) -> Vec<(String, String)>;
     /// Brings the catalog up to date with tables other processes created (rate-limited).
     async fn discover(&self) {}
+    /// Refuses a caller's statement that is too long or too deep to plan safely, before
+    /// anything parses it.
+    fn check_shape(&self, sql: &str, limits: ShapeLimits) -> Result<(), ShapeError> {
+        engine::check_shape(sql, &GenericDialect, limits)
+    }
 }
 
 /// Queries are read-only; writes go through [`QueryExecutor::update`] (also when a statement
@@ -66,16 +74,49 @@ async fn plan(engine: &Engine, grants: &Grants, sql: &str) -> Result<DataFrame> 
         .await?)
 }
 
-/// Runs a planned query as a [`QueryStream`], in the classic Arrow types clients read.
+/// Runs a planned query as a [`QueryStream`], in the classic Arrow types clients read and with
+/// exactly the schema announced when it was planned (GetFlightInfo, a prepared statement's
+/// dataset schema): execution can know more than planning (a folded constant is not null), and
+/// clients such as ADBC refuse a stream whose schema differs from the announced one.
 async fn stream_of(df: DataFrame) -> Result<QueryStream> {
+    let schema = result_schema(&df);
     let stream = df.execute_stream().await?;
-    let schema = classic_schema(&stream.schema());
-    if Arc::ptr_eq(&schema, &stream.schema()) {
-        // No view types: the batches go out as they are.
+    if stream.schema() == schema {
         return Ok((schema, stream.map(|r| r.map_err(Error::from)).boxed()));
     }
     let out = schema.clone();
     Ok((schema, stream.map(move |r| to_classic(r?, &out)).boxed()))
+}
+
+/// One row of bound values as the values of `$1`, `$2`, …, each cast to the type the planner
+/// inferred for its placeholder.
+fn bind_row(
+    types: &std::collections::HashMap<String, Option<DataType>>,
+    row: Vec<ScalarValue>,
+) -> Result<Vec<ScalarValue>> {
+    if row.len() != types.len() {
+        return Err(Error::InvalidArgument(format!(
+            "the statement has {} parameter(s), {} were bound",
+            types.len(),
+            row.len()
+        )));
+    }
+    row.into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let name = format!("${}", i + 1);
+            match types.get(&name).cloned().flatten() {
+                None | Some(DataType::Null) => Ok(v),
+                Some(t) if v.data_type() == t => Ok(v),
+                Some(t) => v.cast_to(&t).map_err(|e| {
+                    Error::InvalidArgument(format!(
+                        "parameter {name} is {}, which cannot be cast to {t}: {e}",
+                        v.data_type()
+                    ))
+                }),
+            }
+        })
+        .collect()
 }
 
 /// The schema clients see for a planned query.
@@ -140,43 +181,45 @@ impl QueryExecutor for Engine {
         ))
     }
 
-    async fn execute_with(
+    async fn execute_each(
         &self,
         grants: &Grants,
         sql: &str,
-        params: Vec<ScalarValue>,
+        rows: Vec<Vec<ScalarValue>>,
     ) -> Result<QueryStream> {
         if update::is_update(sql)? {
-            return Err(Error::Unimplemented(
-                "parameters in statement updates; write the values into the statement".into(),
-            ));
+            return Err(update::no_parameters());
         }
         let df = plan(self, grants, sql).await?;
         let types = df.logical_plan().get_parameter_types()?;
-        if params.len() != types.len() {
-            return Err(Error::InvalidArgument(format!(
-                "the statement has {} parameter(s), {} were bound",
-                types.len(),
-                params.len()
-            )));
-        }
-        let params = params
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let name = format!("${}", i + 1);
-                match types.get(&name).cloned().flatten() {
-                    None | Some(DataType::Null) => Ok(v),
-                    Some(t) if v.data_type() == t => Ok(v),
-                    Some(t) => v.cast_to(&t).map_err(|e| {
-                        Error::InvalidArgument(format!(
-                            "parameter {name} is {}, which cannot be cast to {t}: {e}",
-                            v.data_type()
-                        ))
-                    }),
+        let bind = move |row: Vec<ScalarValue>| -> Result<DataFrame> {
+            let values = bind_row(&types, row)?;
+            Ok(df.clone().with_param_values(values)?)
+        };
+        let mut rows = rows.into_iter();
+        let Some(first) = rows.next() else {
+            return Err(Error::InvalidArgument(
+                "no parameter rows are bound; bind them (DoPut) before executing".into(),
+            ));
+        };
+        // The first row is planned now, for the schema; the others when the stream reaches
+        // them.
+        let (schema, head) = stream_of(bind(first)?).await?;
+        let rest = futures::stream::iter(rows)
+            .then(move |row| {
+                let planned = bind(row);
+                async move {
+                    // A long list of rows yields between them, so the deadline and a
+                    // disconnect can stop it.
+                    tokio::task::yield_now().await;
+                    Ok::<_, Error>(stream_of(planned?).await?.1)
                 }
             })
-            .collect::<Result<Vec<_>>>()?;
-        stream_of(df.with_param_values(params)?).await
+            .try_flatten();
+        Ok((schema, head.chain(rest).boxed()))
+    }
+
+    fn check_shape(&self, sql: &str, limits: ShapeLimits) -> Result<(), ShapeError> {
+        Engine::check_shape(self, sql, limits)
     }
 }

@@ -82,6 +82,17 @@ pub fn router(state: HttpState) -> Router {
     }
 }
 
+/// The address a request over TLS came from (the audit log's `peer`; plain connections carry
+/// axum's `ConnectInfo<SocketAddr>`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
 /// Serves the HTTP endpoints on `listener` until `shutdown` completes; over TLS when `tls` is
 /// given.
 pub async fn serve_http(
@@ -98,15 +109,18 @@ pub async fn serve_http(
                     tracing::debug!(error = %e, "TCP_NODELAY not set");
                 }
             }),
-            app,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(Error::Http),
-        Some(cfg) => axum::serve(TlsListener::new(listener, cfg), app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(Error::Http),
+        Some(cfg) => axum::serve(
+            TlsListener::new(listener, cfg),
+            app.into_make_service_with_connect_info::<Peer>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(Error::Http),
     }
 }
 

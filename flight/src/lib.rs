@@ -26,7 +26,7 @@ mod wire_types;
 
 pub use api::SqlApi;
 pub use auth::{
-    AuthConfig, Authenticator, Identity, JwtConfig, TokenConfig, UserConfig, hash_password,
+    AuthConfig, Authenticator, Identity, JwtConfig, Origin, TokenConfig, UserConfig, hash_password,
     new_token, token_hash,
 };
 pub use error::{Error, Result};

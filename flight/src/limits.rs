@@ -1,6 +1,7 @@
-//! Per-query limits of the serving layer: concurrent queries, run time, result rows and bytes.
-//! A breach ends that query with the matching gRPC status and a message naming the setting;
-//! every other query keeps running.
+//! Per-query limits of the serving layer: concurrent queries, the size and shape of a
+//! statement, bound parameter rows, run time (one deadline from admission to the last batch),
+//! result rows and bytes, and memory. A breach ends that query with the matching gRPC status
+//! and a message naming the setting; every other query keeps running.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,18 +19,26 @@ use crate::Error;
 pub struct LimitsConfig {
     /// Queries running at once on this server; more are refused (`RESOURCE_EXHAUSTED`).
     pub max_concurrent_queries: usize,
-    /// Longest a query may run, planning and streaming included, ms; 0: no limit
-    /// (`DEADLINE_EXCEEDED`).
+    /// Longest a query may run, planning, every bound parameter row and streaming included,
+    /// ms; 0: no limit (`DEADLINE_EXCEEDED`).
     pub query_timeout_ms: u64,
+    /// Most bytes of SQL text in one statement; 0: no limit (`INVALID_ARGUMENT`).
+    pub max_sql_bytes: usize,
+    /// Most operators chained in one expression (`a OR b OR …`, `1+1+…`, `x::t::t…`) and most
+    /// query blocks (`SELECT`, `UNION`, `JOIN`, `FROM` list items) in one statement; bounds the
+    /// depth of what the planner builds. 0: no limit (`INVALID_ARGUMENT`).
+    pub max_expression_depth: usize,
+    /// Most parameter rows bound to one prepared statement (each row runs the statement
+    /// once); 0: no limit (`INVALID_ARGUMENT`).
+    pub max_parameter_rows: usize,
     /// Most rows a result may have; 0: no limit (`RESOURCE_EXHAUSTED`).
     pub max_result_rows: u64,
     /// Most bytes (Arrow size) a result may have; 0: no limit (`RESOURCE_EXHAUSTED`).
     pub max_result_bytes: u64,
     /// Memory one query may hold, MiB; sorts and aggregations spill to disk beyond it, other
-    /// operators fail the query (`RESOURCE_EXHAUSTED`); 0 (the default): no limit. Off by
-    /// default because DataFusion 55 over-counts some accumulators (`count(DISTINCT (a, b))`
-    /// charges a whole batch per distinct tuple), which a limit turns into refusals of
-    /// queries that fit in memory.
+    /// operators fail the query (`RESOURCE_EXHAUSTED`), and one expression may build at most
+    /// a quarter of it for one batch (`repeat`, `lpad`, `||`, …). 0: no pool (expressions are
+    /// still capped at 1 GiB).
     pub max_query_memory_mb: u64,
 }
 
@@ -38,9 +47,12 @@ impl Default for LimitsConfig {
         Self {
             max_concurrent_queries: 64,
             query_timeout_ms: 600_000,
+            max_sql_bytes: 1 << 20,
+            max_expression_depth: 1_000,
+            max_parameter_rows: 1_000,
             max_result_rows: 0,
             max_result_bytes: 0,
-            max_query_memory_mb: 0,
+            max_query_memory_mb: 1_024,
         }
     }
 }
@@ -65,6 +77,34 @@ impl Limits {
         }))
     }
 
+    /// The statement-shape bounds.
+    pub(crate) fn shape(&self) -> engine::ShapeLimits {
+        engine::ShapeLimits {
+            max_sql_bytes: self.cfg.max_sql_bytes,
+            max_depth: self.cfg.max_expression_depth,
+        }
+    }
+
+    /// Refuses more than `limits.max_parameter_rows` bound rows.
+    pub(crate) fn check_parameter_rows(&self, rows: usize) -> Result<(), Error> {
+        let max = self.cfg.max_parameter_rows;
+        if max > 0 && rows > max {
+            return Err(Error::InvalidArgument(format!(
+                "{rows} parameter rows are bound, more than limits.max_parameter_rows = {max} \
+                 (each row runs the statement once)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The most parameter rows a statement may carry (`usize::MAX`: no limit).
+    pub(crate) fn max_parameter_rows(&self) -> usize {
+        match self.cfg.max_parameter_rows {
+            0 => usize::MAX,
+            n => n,
+        }
+    }
+
     /// A slot for one query, held until its result stream is dropped.
     pub(crate) fn admit(&self) -> Result<OwnedSemaphorePermit, Error> {
         self.running.clone().try_acquire_owned().map_err(|_| {
@@ -80,6 +120,11 @@ impl Limits {
         (self.cfg.query_timeout_ms > 0).then(|| Duration::from_millis(self.cfg.query_timeout_ms))
     }
 
+    /// When a query admitted now must have ended.
+    pub(crate) fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.timeout().map(|t| tokio::time::Instant::now() + t)
+    }
+
     fn timed_out(&self) -> Error {
         Error::DeadlineExceeded(format!(
             "query ran longer than limits.query_timeout_ms = {}",
@@ -87,28 +132,29 @@ impl Limits {
         ))
     }
 
-    /// Runs `planning` under the time limit.
+    /// Runs `planning` until `deadline`.
     pub(crate) async fn plan<T>(
         &self,
-        planning: impl Future<Output = Result<T, tonic::Status>>,
-    ) -> Result<T, tonic::Status> {
-        match self.timeout() {
-            Some(t) => tokio::time::timeout(t, planning)
+        deadline: Option<tokio::time::Instant>,
+        planning: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        match deadline {
+            Some(d) => tokio::time::timeout_at(d, planning)
                 .await
-                .map_err(|_| tonic::Status::from(self.timed_out()))?,
+                .map_err(|_| self.timed_out())?,
             None => planning.await,
         }
     }
 
-    /// `batches` under the limits: ends with an error at the first breach. `permit` is
-    /// released when the stream is dropped.
+    /// `batches` under the limits: ends with an error at the first breach, or at `deadline`
+    /// (the one the query was admitted with). `permit` is released when the stream is dropped.
     pub(crate) fn enforce(
         self: &Arc<Self>,
         permit: OwnedSemaphorePermit,
+        deadline: Option<tokio::time::Instant>,
         batches: impl Stream<Item = Result<RecordBatch, Error>> + Send + 'static,
     ) -> impl Stream<Item = Result<RecordBatch, Error>> + Send + 'static {
         let limits = self.clone();
-        let deadline = self.timeout().map(|t| tokio::time::Instant::now() + t);
         let timer = self.clone();
         let timed = crate::stop::stop_with(batches, async move {
             // The slot is held as long as the query runs.
@@ -173,8 +219,7 @@ mod tests {
             max_concurrent_queries: 1,
             query_timeout_ms: 200,
             max_result_rows: 10,
-            max_result_bytes: 0,
-            max_query_memory_mb: 0,
+            ..LimitsConfig::default()
         })
         .unwrap();
         // Concurrency: the second query is refused while the first holds its slot.
@@ -184,7 +229,7 @@ mod tests {
         );
         // Rows: 6 + 6 > 10 — the first batch arrives, then the error, then nothing.
         let s = futures::stream::iter([Ok(batch(6)), Ok(batch(6)), Ok(batch(1))]);
-        let out: Vec<_> = limits.enforce(permit, s).collect().await;
+        let out: Vec<_> = limits.enforce(permit, limits.deadline(), s).collect().await;
         assert_eq!(out.len(), 2, "{out:?}");
         assert!(
             matches!(&out[1], Err(Error::ResourceExhausted(m)) if m.contains("max_result_rows"))
@@ -193,10 +238,28 @@ mod tests {
         let permit = limits.admit().unwrap();
         // Time: a query that never ends is stopped at the deadline.
         let s = futures::stream::iter([Ok(batch(1))]).chain(futures::stream::pending());
-        let out: Vec<_> = limits.enforce(permit, s).collect().await;
+        let out: Vec<_> = limits.enforce(permit, limits.deadline(), s).collect().await;
         assert!(
             matches!(&out[..], [Ok(_), Err(Error::DeadlineExceeded(m))] if m.contains("query_timeout_ms"))
         );
         assert!(limits.admit().is_ok());
+        // One deadline for the whole query: time spent before streaming counts.
+        let permit = limits.admit().unwrap();
+        let deadline = limits.deadline();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let started = tokio::time::Instant::now();
+        let s = futures::stream::pending::<Result<RecordBatch, Error>>();
+        let out: Vec<_> = limits.enforce(permit, deadline, s).collect().await;
+        assert!(matches!(&out[..], [Err(Error::DeadlineExceeded(_))]));
+        // A fresh deadline would have taken at least the whole 200 ms.
+        assert!(
+            started.elapsed() < Duration::from_millis(200),
+            "the stream got a fresh deadline"
+        );
+        // Parameter rows.
+        assert!(limits.check_parameter_rows(1_000).is_ok());
+        assert!(
+            matches!(limits.check_parameter_rows(1_001), Err(Error::InvalidArgument(m)) if m.contains("limits.max_parameter_rows = 1000"))
+        );
     }
 }

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use datafusion::scalar::ScalarValue;
 use prost::Message;
 
+use crate::limits::Limits;
 use crate::{Error, Result};
 
 /// The content of a prepared statement handle.
@@ -95,18 +96,29 @@ impl Handle {
     }
 
     /// The bound parameter rows, each as the values of `$1`, `$2`, …; empty when unbound.
-    pub(crate) fn parameter_rows(&self) -> Result<Vec<Vec<ScalarValue>>> {
+    /// More than `max` rows is an error (counted before any is decoded: the handle comes from
+    /// the client).
+    pub(crate) fn parameter_rows(&self, limits: &Limits) -> Result<Vec<Vec<ScalarValue>>> {
         if self.parameters.is_empty() {
             return Ok(Vec::new());
         }
         let reader = StreamReader::try_new(Cursor::new(&self.parameters), None).map_err(|e| {
             Error::InvalidArgument(format!("bound parameters are not Arrow IPC: {e}"))
         })?;
-        let mut rows = Vec::new();
+        let mut batches = Vec::new();
+        let mut count = 0usize;
         for batch in reader {
             let batch = batch.map_err(|e| {
                 Error::InvalidArgument(format!("bound parameters are not Arrow IPC: {e}"))
             })?;
+            count += batch.num_rows();
+            if count > limits.max_parameter_rows() {
+                limits.check_parameter_rows(count)?;
+            }
+            batches.push(batch);
+        }
+        let mut rows = Vec::with_capacity(count);
+        for batch in batches {
             for row in 0..batch.num_rows() {
                 let values = batch
                     .columns()
@@ -237,7 +249,8 @@ mod tests {
         let h = Handle::new("SELECT $1, $2".into()).bind(&[batch]).unwrap();
         let h = Handle::decode(&h.to_bytes()).unwrap();
         assert_eq!(h.sql, "SELECT $1, $2");
-        let rows = h.parameter_rows().unwrap();
+        let limits = Limits::new(&crate::LimitsConfig::default()).unwrap();
+        let rows = h.parameter_rows(&limits).unwrap();
         assert_eq!(
             rows,
             vec![
@@ -246,6 +259,16 @@ mod tests {
             ]
         );
         assert!(Handle::decode(b"\xff\xff garbage").is_err());
+        // More rows than limits.max_parameter_rows are refused before they are decoded.
+        let one = Limits::new(&crate::LimitsConfig {
+            max_parameter_rows: 1,
+            ..crate::LimitsConfig::default()
+        })
+        .unwrap();
+        assert!(matches!(
+            h.parameter_rows(&one),
+            Err(Error::InvalidArgument(m)) if m.contains("limits.max_parameter_rows = 1")
+        ));
     }
 
     #[test]

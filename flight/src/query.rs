@@ -1,8 +1,11 @@
 //! The path every query takes, whichever protocol brought it (Flight SQL or the HTTP API):
-//! admission (`limits.max_concurrent_queries`), the caller's grants (RBAC), planning under the
-//! time limit, then a result stream under the run-time and size limits, counted into one audit
-//! line.
+//! admission (`limits.max_concurrent_queries`), the statement's shape (size and depth, before
+//! anything parses it), the caller's grants (RBAC), planning and then the result stream under
+//! one deadline and the size limits, counted into one audit line. Planning a statement only for
+//! its schema (`GetFlightInfo`, creating a prepared statement) is admitted, checked and timed
+//! the same way.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -20,12 +23,25 @@ use engine::Grants;
 /// A result stream as a boxed stream of batches.
 pub(crate) type Batches = BoxStream<'static, Result<RecordBatch, Error>>;
 
+/// Who is calling, and from where.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Caller<'a> {
+    pub(crate) identity: Option<&'a Identity>,
+    pub(crate) peer: Option<SocketAddr>,
+}
+
 /// The executor behind the policy and the limits.
 #[derive(Debug, Clone)]
 pub(crate) struct Gate {
     pub(crate) executor: Arc<dyn QueryExecutor>,
     policy: Arc<Policy>,
-    limits: Arc<Limits>,
+    pub(crate) limits: Arc<Limits>,
+}
+
+/// Whether a caller with `grants` reads some table through a row filter: then the errors it
+/// sees carry no values (they could come from rows the filter hides).
+fn filtered(grants: &Grants) -> bool {
+    grants.tables.values().any(Option::is_some)
 }
 
 impl Gate {
@@ -42,45 +58,105 @@ impl Gate {
     }
 
     /// What `identity` may read (its tables and their row filters).
-    pub(crate) async fn grants(&self, identity: Option<&Identity>) -> Result<Grants, Status> {
+    pub(crate) async fn grants(&self, identity: Option<&Identity>) -> Result<Grants, Error> {
         // Tables other processes created since the last look join the catalog first, so a
         // grant pattern covers them.
         self.executor.discover().await;
-        let identity = identity.ok_or_else(|| {
-            Status::from(Error::Unauthenticated(
-                "the call carries no identity".into(),
-            ))
-        })?;
-        Ok(self.policy.grants(identity, &self.executor.table_names())?)
+        let identity = identity
+            .ok_or_else(|| Error::Unauthenticated("the call carries no identity".into()))?;
+        self.policy.grants(identity, &self.executor.table_names())
     }
 
-    /// Logs the audit line of a query refused before it ran (while it was planned for its
-    /// schema, or a prepared statement was created).
-    pub(crate) fn audit_refusal(identity: Option<&Identity>, sql: &str, status: &Status) {
-        Audit::start(identity, sql, "").failed(status);
+    /// Refuses a statement too long or too deep to plan safely (before anything parses it).
+    fn check_shape(&self, sql: &str) -> Result<(), Error> {
+        self.executor
+            .check_shape(sql, self.limits.shape())
+            .map_err(|e| Error::InvalidArgument(e.to_string()))
     }
 
-    /// Runs one query for `identity`: `plan` turns the caller's grants into a result stream;
+    /// Plans `sql` for `caller` without running it (its result schema, a prepared statement):
+    /// admitted, shape-checked and timed like a query; a refusal is audited under a fresh
+    /// query id.
+    pub(crate) async fn plan_only<T>(
+        &self,
+        caller: Caller<'_>,
+        sql: &str,
+        plan: impl AsyncFnOnce(&Grants) -> Result<T, Error>,
+    ) -> Result<T, Status> {
+        let mut withheld = false;
+        let planned = async {
+            let _permit = self.limits.admit()?;
+            let deadline = self.limits.deadline();
+            self.check_shape(sql)?;
+            let grants = self.grants(caller.identity).await?;
+            withheld = filtered(&grants);
+            self.limits.plan(deadline, plan(&grants)).await
+        }
+        .await;
+        planned.map_err(|e| {
+            let query_id = uuid::Uuid::new_v4().to_string();
+            let audit = Audit::start(caller.identity, caller.peer, sql, &query_id);
+            refusal(&audit, e, withheld, &query_id)
+        })
+    }
+
+    /// Runs one query for `caller`: `plan` turns the caller's grants into a result stream;
     /// `track` may wrap that stream (cancellation) before the limits and the audit record do.
-    /// The failure, if any, is logged in the query's audit line.
+    /// One deadline, set at admission, covers planning and the whole stream. The failure, if
+    /// any, is logged in the query's audit line (in full; a row-filtered caller sees it
+    /// without values).
     pub(crate) async fn run(
         &self,
-        identity: Option<&Identity>,
+        caller: Caller<'_>,
         sql: &str,
         query_id: &str,
-        plan: impl AsyncFnOnce(&Grants) -> Result<QueryStream, Status>,
+        plan: impl AsyncFnOnce(&Grants) -> Result<QueryStream, Error>,
         track: impl FnOnce(Batches) -> Batches,
     ) -> Result<QueryStream, Status> {
-        let audit = Audit::start(identity, sql, query_id);
-        let (schema, batches, permit) = async {
+        let audit = Audit::start(caller.identity, caller.peer, sql, query_id);
+        let mut withheld = false;
+        let started = async {
             let permit = self.limits.admit()?;
-            let grants = self.grants(identity).await?;
-            let (schema, batches) = self.limits.plan(plan(&grants)).await?;
-            Ok::<_, Status>((schema, batches, permit))
+            let deadline = self.limits.deadline();
+            self.check_shape(sql)?;
+            let grants = self.grants(caller.identity).await?;
+            withheld = filtered(&grants);
+            let (schema, batches) = self.limits.plan(deadline, plan(&grants)).await?;
+            Ok::<_, Error>((schema, batches, permit, deadline))
         }
-        .await
-        .inspect_err(|s| audit.failed(s))?;
-        let limited = self.limits.enforce(permit, track(batches));
-        Ok((schema, audit.wrap(limited).boxed()))
+        .await;
+        let (schema, batches, permit, deadline) =
+            started.map_err(|e| refusal(&audit, e, withheld, query_id))?;
+        let limited = self.limits.enforce(permit, deadline, track(batches));
+        let audited = audit.wrap(limited);
+        Ok((
+            schema,
+            if withheld {
+                audited.map(|r| r.map_err(|e| e.withheld_if(true))).boxed()
+            } else {
+                audited.boxed()
+            },
+        ))
     }
+}
+
+/// Records `e` in full in `audit`; the status the caller sees (without row values when
+/// `withheld`), with the query id.
+fn refusal(audit: &Audit, e: Error, withheld: bool, query_id: &str) -> Status {
+    let full = e.to_status();
+    audit.failed(&full);
+    let seen = if withheld {
+        e.withheld().map_or(full, |w| w.to_status())
+    } else {
+        full
+    };
+    with_query_id(seen, query_id)
+}
+
+/// `status` with the query's id in its metadata (`x-sakura-query-id`), to find its audit line.
+fn with_query_id(mut status: Status, query_id: &str) -> Status {
+    if let Ok(v) = query_id.parse() {
+        status.metadata_mut().insert("x-sakura-query-id", v);
+    }
+    status
 }

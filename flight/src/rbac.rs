@@ -129,6 +129,7 @@ impl Policy {
         }
         for role in &identity.roles {
             if role == ADMIN {
+                out.settings = true;
                 out.write.push(format!("{}.*", engine::CURATED));
             } else if let Some(r) = self.roles.get(role) {
                 out.write.extend(r.write.iter().cloned());
@@ -148,6 +149,8 @@ mod tests {
             roles: roles.iter().map(|r| r.to_string()).collect(),
             method: "jwt",
             claims: claims.as_object().cloned().unwrap_or_default(),
+            origin: crate::auth::Origin::Jwt,
+            expires: None,
         }
     }
 

@@ -62,7 +62,18 @@ where
                     req.extensions_mut().insert(identity);
                 }
                 Err(e) => {
-                    tracing::info!(path = req.uri().path(), error = %e, "call refused");
+                    let peer = req
+                        .extensions()
+                        .get::<tonic::transport::server::TcpConnectInfo>()
+                        .and_then(|i| i.remote_addr())
+                        .or_else(|| {
+                            req.extensions()
+                                .get::<tonic::transport::server::TlsConnectInfo<
+                                    tonic::transport::server::TcpConnectInfo,
+                                >>()
+                                .and_then(|i| i.get_ref().remote_addr())
+                        });
+                    crate::audit::refused(peer, req.uri().path(), &e);
                     let response = tonic::Status::from(e).into_http();
                     return Box::pin(async move { Ok(response) });
                 }

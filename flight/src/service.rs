@@ -37,7 +37,7 @@ use crate::cancel::Cancellations;
 use crate::executor::{QueryExecutor, QueryStream};
 use crate::limits::Limits;
 use crate::prepared::{self, Handle};
-use crate::query::Gate;
+use crate::query::{Caller, Gate};
 use crate::rbac::Policy;
 use crate::sql_info::{SQL_INFO, XDBC_TYPES};
 use crate::{Error, Identity};
@@ -71,15 +71,10 @@ impl SakuraFlightSql {
 
     /// What the caller of `request` may read: from the [`Identity`] the auth layer attached.
     async fn grants<T>(&self, request: &Request<T>) -> Result<Grants, Status> {
-        self.gate
+        Ok(self
+            .gate
             .grants(request.extensions().get::<Identity>())
-            .await
-    }
-
-    /// Logs the audit line of a query refused while it was planned (`GetFlightInfo` or
-    /// creating a prepared statement), which therefore never reaches `DoGet`.
-    fn audit_refusal<T>(&self, request: &Request<T>, sql: &str, status: &Status) {
-        Gate::audit_refusal(request.extensions().get::<Identity>(), sql, status);
+            .await?)
     }
 
     /// Runs the statement of a ticket's handle for the caller of `request` and streams its
@@ -90,12 +85,11 @@ impl SakuraFlightSql {
         raw: Bytes,
         handle: &Handle,
     ) -> Result<Response<DoGetStream>, Status> {
-        let identity = request.extensions().get::<Identity>();
         let cancellations = self.cancellations.clone();
         let (schema, batches) = self
             .gate
             .run(
-                identity,
+                caller(request),
                 &handle.sql,
                 &handle.query_id,
                 async |grants: &Grants| {
@@ -103,7 +97,7 @@ impl SakuraFlightSql {
                     if handle.prepared {
                         self.execute_prepared(grants, handle).await
                     } else {
-                        Ok(self.executor.execute(grants, &handle.sql).await?)
+                        self.executor.execute(grants, &handle.sql).await
                     }
                 },
                 |batches| cancellations.track(raw.clone(), batches).boxed(),
@@ -113,33 +107,32 @@ impl SakuraFlightSql {
     }
 
     /// Executes a prepared statement once per bound parameter row (once when it has no
-    /// parameters), results concatenated.
+    /// parameters), results concatenated; the rows run as the stream reaches them.
     async fn execute_prepared(
         &self,
         grants: &Grants,
         handle: &Handle,
-    ) -> Result<QueryStream, Status> {
-        let rows = handle.parameter_rows()?;
+    ) -> Result<QueryStream, Error> {
+        let rows = handle.parameter_rows(&self.gate.limits)?;
         if rows.is_empty() {
             let (_, parameters) = self.executor.prepare(grants, &handle.sql).await?;
             if !parameters.fields().is_empty() {
                 return Err(Error::InvalidArgument(format!(
                     "the statement has {} parameter(s); bind them (DoPut) before executing it",
                     parameters.fields().len()
-                ))
-                .into());
+                )));
             }
-            return Ok(self.executor.execute(grants, &handle.sql).await?);
+            return self.executor.execute(grants, &handle.sql).await;
         }
-        let mut streams = Vec::with_capacity(rows.len());
-        for row in rows {
-            streams.push(self.executor.execute_with(grants, &handle.sql, row).await?);
-        }
-        let schema = streams[0].0.clone();
-        Ok((
-            schema,
-            Box::pin(stream::iter(streams.into_iter().map(|(_, s)| s)).flatten()),
-        ))
+        self.executor.execute_each(grants, &handle.sql, rows).await
+    }
+}
+
+/// The caller of `request`: the [`Identity`] the auth layer attached, and the peer address.
+fn caller<T>(request: &Request<T>) -> Caller<'_> {
+    Caller {
+        identity: request.extensions().get::<Identity>(),
+        peer: request.remote_addr(),
     }
 }
 
@@ -256,17 +249,31 @@ impl FlightSqlService for SakuraFlightSql {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
+        let peer = request.remote_addr();
         let token = if !self.auth.required() {
             String::new()
         } else {
             let identity = match header {
                 Some(h) if h.len() > 6 && h[..6].eq_ignore_ascii_case("basic ") => {
-                    self.auth.basic(h)?
+                    self.auth.basic(h, peer).await
                 }
-                other => self.auth.authenticate(other)?,
-            };
-            info!(subject = %identity.subject, method = identity.method, "handshake");
-            self.auth.issue(&identity)?
+                other => self.auth.authenticate(other),
+            }
+            .and_then(|identity| self.auth.issue(&identity).map(|t| (identity, t)));
+            match identity {
+                Ok((identity, token)) => {
+                    info!(
+                        subject = %crate::audit::Quoted::new(&identity.subject),
+                        method = identity.method,
+                        "handshake"
+                    );
+                    token
+                }
+                Err(e) => {
+                    crate::audit::refused(peer, "Handshake", &e);
+                    return Err(e.into());
+                }
+            }
         };
         let reply = HandshakeResponse {
             protocol_version: 0,
@@ -289,12 +296,12 @@ impl FlightSqlService for SakuraFlightSql {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = async {
-            let grants = self.grants(&request).await?;
-            Ok::<_, Status>(self.executor.schema(&grants, &query.query).await?)
-        }
-        .await
-        .inspect_err(|s| self.audit_refusal(&request, &query.query, s))?;
+        let schema = self
+            .gate
+            .plan_only(caller(&request), &query.query, async |grants: &Grants| {
+                self.executor.schema(grants, &query.query).await
+            })
+            .await?;
         let ticket = ticket_for(TicketStatementQuery {
             statement_handle: Handle::statement_ticket(query.query).to_bytes(),
         });
@@ -322,13 +329,12 @@ impl FlightSqlService for SakuraFlightSql {
         command: CommandStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let identity = request.extensions().get::<Identity>();
         let sql = prepared::number_placeholders(&command.query);
         let query_id = uuid::Uuid::new_v4().to_string();
         let (_, mut batches) = self
             .gate
             .run(
-                identity,
+                caller(&request),
                 &sql,
                 &query_id,
                 async |grants: &Grants| {
@@ -352,12 +358,12 @@ impl FlightSqlService for SakuraFlightSql {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let sql = prepared::number_placeholders(&query.query);
-        let (dataset, parameters) = async {
-            let grants = self.grants(&request).await?;
-            Ok::<_, Status>(self.executor.prepare(&grants, &sql).await?)
-        }
-        .await
-        .inspect_err(|s| self.audit_refusal(&request, &sql, s))?;
+        let (dataset, parameters) = self
+            .gate
+            .plan_only(caller(&request), &sql, async |grants: &Grants| {
+                self.executor.prepare(grants, &sql).await
+            })
+            .await?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: Handle::new(sql).to_bytes(),
             dataset_schema: prepared::schema_bytes(&dataset)?,
@@ -388,6 +394,9 @@ impl FlightSqlService for SakuraFlightSql {
         .try_collect()
         .await
         .map_err(|e| Error::InvalidArgument(format!("bad parameter batch: {e}")))?;
+        self.gate
+            .limits
+            .check_parameter_rows(batches.iter().map(RecordBatch::num_rows).sum())?;
         let bound = handle.bind(&batches)?;
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(bound.to_bytes()),
@@ -400,20 +409,22 @@ impl FlightSqlService for SakuraFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let handle = Handle::decode(&query.prepared_statement_handle)?;
-        let schema = async {
-            let grants = self.grants(&request).await?;
-            Ok::<_, Status>(match handle.parameter_rows()?.into_iter().next() {
-                Some(row) => {
-                    self.executor
-                        .execute_with(&grants, &handle.sql, row)
-                        .await?
-                        .0
-                }
-                None => self.executor.prepare(&grants, &handle.sql).await?.0,
+        let schema = self
+            .gate
+            .plan_only(caller(&request), &handle.sql, async |grants: &Grants| {
+                // The parameter rows are checked (count, types) now, not only at DoGet.
+                let rows = handle.parameter_rows(&self.gate.limits)?;
+                Ok(match rows.into_iter().next() {
+                    Some(row) => {
+                        self.executor
+                            .execute_each(grants, &handle.sql, vec![row])
+                            .await?
+                            .0
+                    }
+                    None => self.executor.prepare(grants, &handle.sql).await?.0,
+                })
             })
-        }
-        .await
-        .inspect_err(|s| self.audit_refusal(&request, &handle.sql, s))?;
+            .await?;
         let ticket = ticket_for(TicketStatementQuery {
             statement_handle: handle.ticket().to_bytes(),
         });

@@ -7,7 +7,11 @@ use arrow::array::{RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::execution::context::SQLOptions;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::{ObjectName, ObjectNamePart, Statement, TableObject};
+use datafusion::sql::sqlparser::ast::{
+    CreateTable, Insert, ObjectName, ObjectNamePart, Statement, TableObject,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use engine::{CATALOG, CURATED, Engine, Grants};
 
 use crate::{Error, Result};
@@ -105,11 +109,26 @@ fn parse(sql: &str) -> Result<Option<(Update, String)>> {
         }
         Ok(table)
     };
+    let update = matches!(
+        *statement,
+        Statement::Insert(_) | Statement::CreateTable(CreateTable { query: Some(_), .. })
+    );
+    if update && has_placeholders(sql) {
+        return Err(no_parameters());
+    }
     Ok(match *statement {
         Statement::Insert(insert) => {
             let TableObject::TableName(name) = &insert.table else {
                 return Err(Error::Unimplemented("INSERT INTO a table function".into()));
             };
+            if insert.overwrite {
+                return Err(Error::InvalidArgument(
+                    "INSERT OVERWRITE replaces a table's rows; SQL writes only append (INSERT \
+                     INTO) or create (CREATE TABLE … AS)"
+                        .into(),
+                ));
+            }
+            check_plain_insert(&insert)?;
             Some((
                 Update::Insert {
                     table: target(name)?,
@@ -129,6 +148,7 @@ fn parse(sql: &str) -> Result<Option<(Update, String)>> {
                         .into(),
                 ));
             }
+            check_plain_create(&create)?;
             let table = target(&create.name)?;
             let query = create.query.map(|q| q.to_string()).unwrap_or_default();
             Some((
@@ -142,6 +162,83 @@ fn parse(sql: &str) -> Result<Option<(Update, String)>> {
         }
         _ => None,
     })
+}
+
+/// The refusal of parameters (`?`, `$1`) in a statement update.
+pub(crate) fn no_parameters() -> Error {
+    Error::Unimplemented(
+        "parameters in statement updates; write the values into the statement".into(),
+    )
+}
+
+/// Whether `sql` has a placeholder (`?` was numbered `$1`, `$2`, … before).
+fn has_placeholders(sql: &str) -> bool {
+    Tokenizer::new(&GenericDialect, sql)
+        .tokenize()
+        .is_ok_and(|tokens| tokens.iter().any(|t| matches!(t, Token::Placeholder(_))))
+}
+
+/// The only single statement `sql` parses to.
+fn parse_one(sql: &str) -> Option<Statement> {
+    let mut statements = DFParser::parse_sql(sql).ok()?;
+    match (statements.pop_front(), statements.is_empty()) {
+        (Some(DFStatement::Statement(s)), true) => Some(*s),
+        _ => None,
+    }
+}
+
+/// Refuses an INSERT with anything beyond `INSERT INTO <table> [(<columns>)] <query>`
+/// (`ON CONFLICT`, `RETURNING`, `PARTITION`, `OR REPLACE`, …): it is compared with that
+/// statement rebuilt from its parts, so no clause slips through unchecked.
+fn check_plain_insert(insert: &Insert) -> Result<()> {
+    let columns = if insert.columns.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<String> = insert.columns.iter().map(ToString::to_string).collect();
+        format!("({}) ", names.join(", "))
+    };
+    let source = insert
+        .source
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let plain = format!("INSERT INTO {} {columns}{source}", insert.table);
+    let mut given = insert.clone();
+    given.into = true;
+    match parse_one(&plain) {
+        Some(Statement::Insert(p)) if p == given => Ok(()),
+        _ => Err(Error::InvalidArgument(
+            "INSERT supports only INSERT INTO curated.<table> [(columns)] SELECT … or VALUES …; \
+             remove the other clauses"
+                .into(),
+        )),
+    }
+}
+
+/// Refuses a CREATE TABLE … AS with anything beyond `CREATE TABLE [IF NOT EXISTS] <name> AS
+/// <query>` (`LOCATION`, `STORED AS`, options, partitioning, …): compared with that statement
+/// rebuilt from its parts.
+fn check_plain_create(create: &CreateTable) -> Result<()> {
+    let query = create
+        .query
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let ine = if create.if_not_exists {
+        "IF NOT EXISTS "
+    } else {
+        ""
+    };
+    let plain = format!("CREATE TABLE {ine}{} AS {query}", create.name);
+    match parse_one(&plain) {
+        Some(Statement::CreateTable(p)) if p == *create => Ok(()),
+        _ => Err(Error::InvalidArgument(
+            "CREATE TABLE … AS supports only CREATE TABLE [IF NOT EXISTS] curated.<table> AS \
+             SELECT …; LOCATION, STORED AS, options and partitioning are not accepted (curated \
+             tables live under the storage root)"
+                .into(),
+        )),
+    }
 }
 
 /// Whether `sql` is a statement update (checked without planning).
@@ -253,5 +350,51 @@ mod tests {
         ));
         // Plain DDL is not an update: the planner refuses it as a query.
         assert!(!is_update("CREATE TABLE curated.x (a INT)").unwrap());
+        // Writes other than appending and creating are refused, with what to do instead.
+        assert!(matches!(
+            is_update("INSERT OVERWRITE curated.x SELECT 1 WHERE false"),
+            Err(Error::InvalidArgument(m)) if m.contains("INSERT OVERWRITE")
+        ));
+        assert!(matches!(
+            is_update("insert overwrite table curated.x select 1"),
+            Err(Error::InvalidArgument(_))
+        ));
+        for extra in [
+            "CREATE TABLE curated.x LOCATION '/tmp/x' AS SELECT 1 AS a",
+            "CREATE TABLE curated.x STORED AS PARQUET LOCATION '/tmp/x' AS SELECT 1 AS a",
+            "CREATE TABLE curated.x PARTITIONED BY (a) AS SELECT 1 AS a",
+        ] {
+            assert!(
+                matches!(is_update(extra), Err(Error::InvalidArgument(m)) if m.contains("LOCATION")),
+                "{extra}: {:?}",
+                is_update(extra)
+            );
+        }
+        // Refused here, or left to the planner, which cannot parse them: never run as writes.
+        for extra in [
+            "INSERT INTO curated.x SELECT 1 ON CONFLICT DO NOTHING",
+            "INSERT INTO curated.x SELECT 1 RETURNING *",
+            "INSERT OR REPLACE INTO curated.x SELECT 1",
+            "REPLACE INTO curated.x SELECT 1",
+        ] {
+            assert!(!matches!(is_update(extra), Ok(true)), "{extra}");
+        }
+        // The plain forms, column list and all, still pass.
+        assert!(is_update("INSERT INTO curated.x (a, b) VALUES (1, 'x'), (2, 'y')").unwrap());
+        assert!(is_update("INSERT curated.x SELECT a FROM curated.y WHERE a > 1").unwrap());
+        assert!(
+            is_update("CREATE TABLE IF NOT EXISTS curated.x AS SELECT 1 AS a UNION ALL SELECT 2")
+                .unwrap()
+        );
+        // Parameters are refused with the documented message, not left to fail later.
+        for with_params in [
+            "INSERT INTO curated.x VALUES ($1)",
+            "CREATE TABLE curated.x AS SELECT $1 AS a",
+        ] {
+            assert!(matches!(
+                is_update(with_params),
+                Err(Error::Unimplemented(m)) if m.contains("parameters in statement updates")
+            ));
+        }
     }
 }

@@ -298,7 +298,8 @@ mod reference {
                 files += 1;
             }
         }
-        assert_eq!(files, 34);
+        // Every file the labels list was checked (the corpus grows; the label file says how big).
+        assert_eq!(files, windows.len(), "files checked vs files labelled");
         assert!(
             worst_score < 1e-6,
             "anomaly scores differ by up to {worst_score}"

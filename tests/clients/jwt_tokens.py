@@ -1,16 +1,18 @@
 """Makes an identity provider's key pair and tokens for the authentication tests.
 
 Usage: jwt_tokens.py DIR ISSUER AUDIENCE
-Writes DIR/jwks.json (the public key, ES256, kid "test-key") and DIR/jwks-rotated.json (that key
+Writes DIR/jwks.json (the keys are kept in DIR/idp-keys.pem: a second run signs with the same ones) (the public key, ES256, kid "test-key") and DIR/jwks-rotated.json (that key
 and a new one, kid "next-key", as after a key rotation), and prints one JSON object of tokens: a
-valid one, one of each kind that must be refused, and "rotated" (valid, signed by the new key).
+valid one, one of each kind that must be refused, "rotated" (valid, signed by the new key),
+"numeric_tenant" (role tenant, a numeric claim), and "short_lived" (expires at
+"short_lived_exp", six seconds after it was made).
 """
 import base64
 import json
 import sys
 import time
 
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
@@ -26,10 +28,25 @@ def es256(key, header: dict, claims: dict) -> str:
     return f"{signing_input}.{b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
 
+def keys(out_dir: str):
+    """The provider's keys: made on the first run in DIR, read back on later ones (so that a
+    test can mint fresh tokens for a server that already read the JWKS)."""
+    path = f"{out_dir}/idp-keys.pem"
+    try:
+        with open(path, "rb") as f:
+            pems = f.read().split(b"\n\n")
+        return [serialization.load_pem_private_key(p, password=None) for p in pems]
+    except FileNotFoundError:
+        made = [ec.generate_private_key(ec.SECP256R1()) for _ in range(3)]
+        with open(path, "wb") as f:
+            f.write(b"\n\n".join(k.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption()).strip() for k in made))
+        return made
+
+
 def main(out_dir: str, issuer: str, audience: str) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    other = ec.generate_private_key(ec.SECP256R1())
-    rotated = ec.generate_private_key(ec.SECP256R1())
+    key, other, rotated = keys(out_dir)
 
     def public_jwk(k, kid):
         numbers = k.public_key().public_numbers()
@@ -60,6 +77,10 @@ def main(out_dir: str, issuer: str, audience: str) -> None:
         "not_yet_valid": es256(key, header, {**good, "nbf": now + 3600}),
         "no_expiry": es256(key, header, {k: v for k, v in good.items() if k != "exp"}),
         "no_service_claim": es256(key, header, {k: v for k, v in good.items() if k != "service"}),
+        # A role whose row filter compares a string column with a numeric claim.
+        "numeric_tenant": es256(key, header, {**good, "roles": ["tenant"], "tenant": 42}),
+        # Valid for six seconds (its exp is printed as "short_lived_exp").
+        "short_lived": es256(key, header, {**good, "exp": now + 6}),
         # The right claims with a forged HS256 signature keyed by nothing this server knows.
         "forged_hs256": ".".join([
             b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()),
@@ -68,7 +89,7 @@ def main(out_dir: str, issuer: str, audience: str) -> None:
             b64url(b"not-a-signature-of-this-server-0"),
         ]),
     }
-    print(json.dumps(tokens))
+    print(json.dumps({**tokens, "short_lived_exp": now + 6}))
 
 
 if __name__ == "__main__":

@@ -28,5 +28,6 @@ mod ml_detect;
 mod ml_nab;
 mod object_store_outages;
 mod rebalance;
+mod security;
 mod serve_load;
 mod serve_s3_exactly_once;

@@ -6,8 +6,13 @@ use std::time::Duration;
 
 use crate::procs::{Proc, http, wait_for};
 
+/// The binary under test: this build's, or `SAKURA_TEST_BIN` (to run the suite against another
+/// build, e.g. to show a new test fails without its fix).
 pub(crate) fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_sakura")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("SAKURA_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_sakura").into())
+    })
 }
 
 pub(crate) fn command() -> Command {
