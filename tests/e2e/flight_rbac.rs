@@ -396,7 +396,8 @@ query_timeout_ms = 3000
         "no refresh logged"
     );
 
-    // The audit log: one line per query with who, what, rows, bytes, duration and outcome.
+    // The audit log: one line per query with who, what, rows, bytes, duration and outcome (text
+    // values quoted and escaped, see the README's Audit log).
     let log = serve.output();
     let audit: Vec<&str> = log
         .lines()
@@ -405,31 +406,31 @@ query_timeout_ms = 3000
     let has = |parts: &[&str]| audit.iter().any(|l| parts.iter().all(|p| l.contains(p)));
     for expected in [
         &[
-            "subject=alice@example.com",
+            "subject=\"alice@example.com\"",
             "auth=jwt",
             "rows=1",
             "bytes=",
             "duration_ms=",
-            "outcome=ok",
+            "outcome=\"ok\"",
         ][..],
         &[
-            "subject=alice@example.com",
+            "subject=\"alice@example.com\"",
             "raw.events",
-            "outcome=error: NotFound",
+            "outcome=\"error: NotFound",
         ],
         &[
-            "subject=alice@example.com",
-            "outcome=error: PermissionDenied",
+            "subject=\"alice@example.com\"",
+            "outcome=\"error: PermissionDenied",
         ],
         &[
-            "subject=dashboards",
+            "subject=\"dashboards\"",
             "auth=token",
             "system.ingest_ledger",
-            "outcome=error: NotFound",
+            "outcome=\"error: NotFound",
         ],
-        &["subject=operator", "outcome=ok"],
-        &["subject=dashboards", "outcome=error: ResourceExhausted"],
-        &["subject=dashboards", "outcome=error: DeadlineExceeded"],
+        &["subject=\"operator\"", "outcome=\"ok\""],
+        &["subject=\"dashboards\"", "outcome=\"error: ResourceExhausted"],
+        &["subject=\"dashboards\"", "outcome=\"error: DeadlineExceeded"],
     ] {
         assert!(
             has(expected),
