@@ -1,3 +1,5 @@
+//! The errors of the command-line program.
+
 /// Errors of the `sakura` command.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {

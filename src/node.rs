@@ -98,11 +98,11 @@ impl Node {
             let scheduler = Arc::new(crate::jobs_cli::scheduler(cfg, &engine)?);
             engine.register_system_table(
                 "jobs",
-                Arc::new(jobs::JobsTable::new(
+                Arc::new(engine::ComputedTable(jobs::JobsTable::new(
                     scheduler.jobs(),
                     scheduler.history(),
                     scheduler.clock(),
-                )),
+                ))),
             )?;
             Some(scheduler)
         } else {

@@ -1,3 +1,5 @@
+//! The errors of the benchmark programs.
+
 /// Errors of the benchmark program.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {

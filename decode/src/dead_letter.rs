@@ -9,7 +9,7 @@ use arrow::array::{
 use bytes::Bytes;
 use schemas::TableDef;
 
-use crate::decode::RawMessage;
+use crate::message::RawMessage;
 use crate::{Error, Result};
 
 /// Why a message could not be stored.

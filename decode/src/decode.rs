@@ -18,31 +18,10 @@ use prost_reflect::{DynamicMessage, MessageDescriptor, SerializeOptions};
 use crate::classify::{Verdict, classify, nesting_exceeds};
 use crate::dead_letter::{DeadLetter, DeadLetterKind};
 use crate::fast::FastJson;
+use crate::message::{Format, RawMessage};
 use crate::{Error, Result};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
-
-/// How a topic's message values are encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// One JSON object per message.
-    #[default]
-    Json,
-    /// One Protobuf message per message, of the schema's type in `schemas/proto/`.
-    Protobuf,
-}
-
-/// One Kafka message, detached from the consumer.
-#[derive(Debug, Clone)]
-pub struct RawMessage {
-    pub topic: Arc<str>,
-    pub partition: i32,
-    pub offset: i64,
-    /// Shared slices: the consumer copies many messages into one allocation.
-    pub key: Option<Bytes>,
-    pub value: Option<Bytes>,
-}
 
 /// Decodes messages of one event schema into rows of its table.
 #[derive(Debug)]

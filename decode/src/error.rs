@@ -1,3 +1,6 @@
+//! The errors of decoding: a schema or a limit that cannot be used (a bad message is a dead
+//! letter, not an error).
+
 /// Errors of decoding (bad messages are not errors: they become dead letters).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -4,7 +4,7 @@
 use schemas::{COL_DATE, EventSchema, FieldDef, FieldType};
 use serde_json::Value;
 
-use crate::decode::RawMessage;
+use crate::message::RawMessage;
 
 /// Whether `name` may not become a column: ingest columns start with `_`, and `date` is the
 /// partition column.

@@ -11,10 +11,12 @@ mod decode;
 mod error;
 mod evolve;
 mod fast;
+mod message;
 
 pub use bytes::Bytes;
 pub use classify::sample_bad_messages;
 pub use dead_letter::{DeadLetter, DeadLetterKind, dead_letter_batch};
-pub use decode::{DecodeLimits, Decoded, EventDecoder, Format, RawMessage};
+pub use decode::{DecodeLimits, Decoded, EventDecoder};
 pub use error::{Error, Result};
 pub use evolve::{new_fields, reserved};
+pub use message::{Format, RawMessage};

@@ -16,16 +16,15 @@ use datafusion::catalog::{
 use datafusion::common::DFSchema;
 use datafusion::common::tree_node::Transformed;
 use datafusion::config::ConfigOptions;
-use datafusion::datasource::TableType;
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{ViewTable, provider_as_source};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::logical_expr::LogicalPlanBuilder;
-use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::optimizer::AnalyzerRule;
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::computed::{ComputedRows, ComputedTable};
 
 /// What one caller may read: `(schema, table)` → the row filter (a SQL predicate over the
 /// table's columns, values already substituted), or `None` for every row; the table patterns
@@ -167,7 +166,7 @@ impl AnalyzerRule for ClientSettings {
                 if scan.table_name.table() == "df_settings"
                     && scan.table_name.schema() == Some("information_schema") =>
             {
-                scan.source = provider_as_source(Arc::new(SettingsTable));
+                scan.source = provider_as_source(Arc::new(ComputedTable(SettingsTable)));
                 Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
             }
             other => Ok(Transformed::no(other)),
@@ -193,22 +192,12 @@ fn settings_schema() -> SchemaRef {
 }
 
 #[async_trait::async_trait]
-impl TableProvider for SettingsTable {
+impl ComputedRows for SettingsTable {
     fn schema(&self) -> SchemaRef {
         settings_schema()
     }
 
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn rows(&self, state: &dyn Session) -> Result<RecordBatch> {
         let (mut names, mut values, mut descriptions) = (Vec::new(), Vec::new(), Vec::new());
         for entry in state.config_options().entries() {
             if CLIENT_SETTINGS.contains(&entry.key.as_str()) {
@@ -217,21 +206,25 @@ impl TableProvider for SettingsTable {
                 descriptions.push(entry.description);
             }
         }
-        let batch = RecordBatch::try_new(
+        RecordBatch::try_new(
             settings_schema(),
             vec![
                 Arc::new(StringArray::from(names)),
                 Arc::new(StringArray::from(values)),
                 Arc::new(StringArray::from(descriptions)),
             ],
-        )?;
-        let exec = MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            settings_schema(),
-            projection.cloned(),
-        )?;
-        Ok(exec)
+        )
+        .map_err(Into::into)
     }
+}
+
+/// What a query may be: read-only. Writes are statements of their own (INSERT and CREATE
+/// TABLE AS into curated tables), planned with their own checks.
+pub fn read_only() -> datafusion::execution::context::SQLOptions {
+    datafusion::execution::context::SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
 }
 
 #[cfg(test)]

@@ -1,3 +1,5 @@
+//! `[engine]`: the query engine's settings and how they become DataFusion options.
+
 use std::collections::BTreeMap;
 
 use serde::Deserialize;

@@ -26,15 +26,13 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::ScalarValue;
-use datafusion::datasource::TableType;
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 
-use crate::models::{ModelRegistry, Pin};
+use crate::computed::{ComputedRows, ComputedTable};
+use crate::models::{ModelRegistry, Pin, now_us};
 
 /// The output schema of `detect_anomalies`.
 pub fn output_schema() -> SchemaRef {
@@ -131,7 +129,7 @@ impl TableFunctionImpl for DetectAnomalies {
                 ))
             })?),
         };
-        Ok(Arc::new(DetectTable {
+        Ok(Arc::new(ComputedTable(DetectTable {
             registry: self.registry.clone(),
             request: DetectRequest {
                 table: need(0, "table")?,
@@ -139,7 +137,7 @@ impl TableFunctionImpl for DetectAnomalies {
                 model: need(2, "model")?,
                 range: window.map(ScoreRange::last),
             },
-        }))
+        })))
     }
 }
 
@@ -150,22 +148,12 @@ struct DetectTable {
 }
 
 #[async_trait]
-impl TableProvider for DetectTable {
+impl ComputedRows for DetectTable {
     fn schema(&self) -> SchemaRef {
         output_schema()
     }
 
-    fn table_type(&self) -> TableType {
-        TableType::Temporary
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn rows(&self, state: &dyn Session) -> Result<RecordBatch> {
         let state = state
             .as_any()
             .downcast_ref::<SessionState>()
@@ -173,9 +161,7 @@ impl TableProvider for DetectTable {
         // The caller's own session: its grants and row filters apply to what is read.
         let ctx = SessionContext::new_with_state(state.clone());
         let (_, batch) = detect(&ctx, &self.registry, &self.request).await?;
-        let exec: Arc<dyn ExecutionPlan> =
-            MemorySourceConfig::try_new_exec(&[vec![batch]], output_schema(), projection.cloned())?;
-        Ok(exec)
+        Ok(batch)
     }
 }
 
@@ -384,13 +370,6 @@ pub async fn detect(
 
 fn ml_err(e: ml::Error) -> DataFusionError {
     plan_err(e.to_string())
-}
-
-/// Now, in microseconds since the Unix epoch.
-pub(crate) fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 #[derive(Default)]

@@ -1,3 +1,6 @@
+//! The engine: one DataFusion session over the lake's tables (raw, curated, ml, system), the
+//! scoped sessions a caller's grants allow, and the curated tables SQL creates.
+
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +20,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use schemas::Storage;
 
 use crate::bounded::BoundedValues;
+use crate::computed::ComputedTable;
 use crate::curated::{self, CURATED};
 use crate::ledger::IngestLedger;
 use crate::live_table::LiveDeltaTable;
@@ -157,7 +161,6 @@ impl Engine {
     /// Builds the session and registers every built-in table under the storage root.
     pub async fn new(storage: Storage, cfg: &EngineConfig) -> Result<Self> {
         cfg.validate()?;
-        deltalake::aws::register_handlers(None);
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, "raw")
             .with_create_default_catalog_and_schema(false)
@@ -210,12 +213,12 @@ impl Engine {
         }
         if let Some((_, system)) = schema_providers.iter().find(|(n, _)| *n == "system") {
             let ledger = IngestLedger::new(storage.clone(), builtin);
-            system.register_table("ingest_ledger".to_string(), Arc::new(ledger))?;
+            system.register_table("ingest_ledger".to_string(), Arc::new(ComputedTable(ledger)))?;
             system.register_table(
                 "models".to_string(),
-                Arc::new(crate::models::ModelsTable {
+                Arc::new(ComputedTable(crate::models::ModelsTable {
                     registry: models.clone(),
-                }),
+                })),
             )?;
         }
         let curated = schema_providers

@@ -1,3 +1,5 @@
+//! The errors of the engine.
+
 use datafusion::error::DataFusionError;
 
 /// Errors of the engine outside query execution (which uses DataFusion's own errors).
@@ -17,6 +19,8 @@ pub enum Error {
     DataFusion(#[from] DataFusionError),
     #[error(transparent)]
     Ml(#[from] ml::Error),
+    #[error(transparent)]
+    Lake(#[from] lake::Error),
     /// The model registry's object store failed.
     #[error("model registry: {context}: {source}")]
     Store {

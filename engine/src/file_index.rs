@@ -538,10 +538,7 @@ mod tests {
         let ours = engine.session();
         // The same table through the Delta provider alone.
         let reference = SessionContext::new();
-        let delta = crate::open_table(&storage, &def.table)
-            .await
-            .unwrap()
-            .unwrap();
+        let delta = lake::open(&storage, &def.table).await.unwrap().unwrap();
         delta.update_datafusion_session(&reference.state()).unwrap();
         reference
             .register_table("t", delta.table_provider().await.unwrap())

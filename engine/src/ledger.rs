@@ -14,17 +14,15 @@ use datafusion::arrow::array::{
     ArrayRef, Int32Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::{MemTable, TableType};
+use datafusion::catalog::Session;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
 use deltalake::{DeltaTable, DeltaTableError};
 use schemas::{COL_OFFSET, Storage, TAG_PARTITION, TAG_TOPIC, TableDef};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::live_table::open_existing;
+use crate::computed::ComputedRows;
+use crate::live_table::open;
 
 /// One committed file.
 #[derive(Debug, Clone)]
@@ -158,7 +156,7 @@ impl TableLog {
                     .map_err(|e| external(&self.def, e))?;
                 t
             }
-            None => match open_existing(storage, &self.def).await? {
+            None => match open(storage, &self.def.table).await? {
                 Some(t) => self.table.insert(t),
                 // Nothing ingested yet.
                 None => return Ok(()),
@@ -231,27 +229,14 @@ fn parse_commit(table: &str, version: u64, bytes: &[u8]) -> Vec<Entry> {
 }
 
 #[async_trait]
-impl TableProvider for IngestLedger {
+impl ComputedRows for IngestLedger {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
 
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn rows(&self, _session: &dyn Session) -> Result<RecordBatch> {
         let entries = self.refresh().await?;
-        let batch = self.batch(&entries)?;
-        MemTable::try_new(self.schema.clone(), vec![vec![batch]])?
-            .scan(state, projection, filters, limit)
-            .await
+        self.batch(&entries)
     }
 }
 

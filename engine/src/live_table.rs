@@ -13,7 +13,7 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
-use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use deltalake::{DeltaTable, DeltaTableError};
 use schemas::{Storage, TableDef, TableRef};
 use tokio::sync::Mutex;
 
@@ -90,30 +90,11 @@ fn read_schema(schema: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// Opens the Delta table of `def`; `None` while nothing has been written to it yet.
-pub(crate) async fn open_existing(storage: &Storage, def: &TableDef) -> Result<Option<DeltaTable>> {
-    open_table(storage, &def.table).await
-}
-
-/// Opens `table` under the storage root; `None` when no Delta table is there (yet).
-pub async fn open_table(storage: &Storage, table: &TableRef) -> Result<Option<DeltaTable>> {
-    let err =
-        |e: DeltaTableError| DataFusionError::External(format!("delta table {table}: {e}").into());
-    let url = storage
-        .table_url(table)
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
-    // A local table that was never written has no directory yet.
-    if url.to_file_path().is_ok_and(|p| !p.exists()) {
-        return Ok(None);
-    }
-    let mut table = DeltaTableBuilder::from_url(url)
-        .and_then(|b| b.with_storage_options(storage.options.clone()).build())
-        .map_err(err)?;
-    match table.load().await {
-        Ok(()) => Ok(Some(table)),
-        Err(DeltaTableError::NotATable(_)) => Ok(None),
-        Err(e) => Err(err(e)),
-    }
+/// `table` loaded at its newest version; `None` while nothing has been written to it yet.
+pub(crate) async fn open(storage: &Storage, table: &TableRef) -> Result<Option<DeltaTable>> {
+    lake::open(storage, table)
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))
 }
 
 impl LiveDeltaTable {
@@ -143,7 +124,7 @@ impl LiveDeltaTable {
                     .await
                     .map_err(|e| delta_err(&self.def, e))?,
                 None => {
-                    st.table = open_existing(&self.storage, &self.def).await?;
+                    st.table = open(&self.storage, &self.def.table).await?;
                     if st.table.is_none() {
                         st.refreshed = Some(Instant::now());
                         return Ok(None);

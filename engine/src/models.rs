@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::RecordBatch;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
@@ -68,20 +69,8 @@ impl ModelRegistry {
 
     /// The registry under the storage root (`<root>/models/`).
     pub fn for_storage(storage: &Storage) -> Result<Self> {
-        let url = storage.root.url().clone();
-        if storage.root.is_local()
-            && let Ok(dir) = url.to_file_path()
-        {
-            std::fs::create_dir_all(&dir).map_err(|e| {
-                Error::Model(format!(
-                    "cannot create the storage root {}: {e}",
-                    dir.display()
-                ))
-            })?;
-        }
-        let (store, root) = object_store::parse_url_opts(&url, storage.options.iter())
-            .map_err(store_err(format!("cannot open {url}")))?;
-        Ok(Self::new(Arc::from(store), root.join("models")))
+        let lake::RootStore { store, root } = lake::root_store(storage)?;
+        Ok(Self::new(store, lake::paths::models(&root)))
     }
 
     fn dir(&self, name: &str, version: u32) -> Path {
@@ -265,24 +254,17 @@ impl ModelsTable {
 }
 
 #[async_trait::async_trait]
-impl datafusion::catalog::TableProvider for ModelsTable {
+impl crate::computed::ComputedRows for ModelsTable {
     fn schema(&self) -> datafusion::arrow::datatypes::SchemaRef {
         Self::schema()
     }
 
-    fn table_type(&self) -> datafusion::datasource::TableType {
-        datafusion::datasource::TableType::View
-    }
-
-    async fn scan(
+    async fn rows(
         &self,
-        state: &dyn datafusion::catalog::Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[datafusion::logical_expr::Expr],
-        limit: Option<usize>,
-    ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        _session: &dyn datafusion::catalog::Session,
+    ) -> datafusion::error::Result<RecordBatch> {
         use datafusion::arrow::array::{
-            ArrayRef, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+            ArrayRef, Float64Array, Int32Array, Int64Array, StringArray,
         };
         let metas = self
             .registry
@@ -320,16 +302,20 @@ impl datafusion::catalog::TableProvider for ModelsTable {
             strings(&|m| serde_json::to_string(&m.schema).ok()),
             strings(&|m| serde_json::to_string(&m.params).ok()),
         ];
-        let batch = RecordBatch::try_new(Self::schema(), columns)?;
-        datafusion::datasource::MemTable::try_new(Self::schema(), vec![vec![batch]])?
-            .scan(state, projection, filters, limit)
-            .await
+        Ok(RecordBatch::try_new(Self::schema(), columns)?)
     }
+}
+
+/// Now, in microseconds since the Unix epoch.
+pub(crate) fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 /// Now, RFC 3339 in UTC.
 fn chrono_now() -> String {
-    datafusion::arrow::temporal_conversions::timestamp_us_to_datetime(crate::detect::now_us())
+    datafusion::arrow::temporal_conversions::timestamp_us_to_datetime(now_us())
         .map(|t| format!("{}Z", t.format("%Y-%m-%dT%H:%M:%S%.3f")))
         .unwrap_or_default()
 }

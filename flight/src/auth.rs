@@ -16,7 +16,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,7 +27,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::jwks::Jwks;
+use crate::jwks::{Jwks, JwtConfig};
 use crate::{Error, Result};
 
 /// Issuer and audience of the bearer tokens this server issues at the handshake.
@@ -108,43 +107,6 @@ impl std::fmt::Debug for TokenConfig {
             .field("name", &self.name)
             .field("roles", &self.roles)
             .finish_non_exhaustive()
-    }
-}
-
-/// `[auth.jwt]`: tokens of an OIDC identity provider.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct JwtConfig {
-    /// The provider's JSON Web Key Set, as a file (read at start).
-    pub jwks_file: PathBuf,
-    /// … or as a URL (https; http only to loopback): fetched at start, then every
-    /// `jwks_refresh_s` and soon after a token names an unknown key.
-    pub jwks_url: String,
-    pub jwks_refresh_s: u64,
-    /// Required `iss`.
-    pub issuer: String,
-    /// Required `aud` (one of the token's audiences).
-    pub audience: String,
-    /// Tolerated clock skew for `exp` and `nbf`, seconds.
-    pub leeway_s: u64,
-    /// The claim holding the caller's roles (a string or an array of strings).
-    pub roles_claim: String,
-    /// The claim naming the caller.
-    pub subject_claim: String,
-}
-
-impl Default for JwtConfig {
-    fn default() -> Self {
-        Self {
-            jwks_file: PathBuf::new(),
-            jwks_url: String::new(),
-            jwks_refresh_s: 300,
-            issuer: String::new(),
-            audience: String::new(),
-            leeway_s: 60,
-            roles_claim: "roles".into(),
-            subject_claim: "sub".into(),
-        }
     }
 }
 

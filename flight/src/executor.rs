@@ -1,10 +1,12 @@
+//! What the protocol layer asks of the engine: plan and run a query in a caller's scoped view
+//! (once, or once per bound parameter row), its schema without running it, and writes.
+
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::dataframe::DataFrame;
-use datafusion::execution::context::SQLOptions;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use engine::{Engine, Grants, ShapeError, ShapeLimits, TableInfo};
@@ -56,21 +58,12 @@ pub trait QueryExecutor: Send + Sync + std::fmt::Debug + 'static {
     }
 }
 
-/// Queries are read-only; writes go through [`QueryExecutor::update`] (also when a statement
-/// update arrives as a query: its result is one row, `rows_affected`).
-pub(crate) fn read_only() -> SQLOptions {
-    SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false)
-        .with_allow_statements(false)
-}
-
 /// `sql` planned (read-only) in the view of the catalog `grants` allow.
 async fn plan(engine: &Engine, grants: &Grants, sql: &str) -> Result<DataFrame> {
     Ok(engine
         .scoped(grants)
         .await?
-        .sql_with_options(sql, read_only())
+        .sql_with_options(sql, engine::read_only())
         .await?)
 }
 

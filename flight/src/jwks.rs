@@ -7,10 +7,48 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
+use serde::Deserialize;
+use std::path::PathBuf;
 use tokio::sync::Notify;
 
-use crate::auth::JwtConfig;
 use crate::{Error, Result};
+
+/// `[auth.jwt]`: tokens of an OIDC identity provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtConfig {
+    /// The provider's JSON Web Key Set, as a file (read at start).
+    pub jwks_file: PathBuf,
+    /// … or as a URL (https; http only to loopback): fetched at start, then every
+    /// `jwks_refresh_s` and soon after a token names an unknown key.
+    pub jwks_url: String,
+    pub jwks_refresh_s: u64,
+    /// Required `iss`.
+    pub issuer: String,
+    /// Required `aud` (one of the token's audiences).
+    pub audience: String,
+    /// Tolerated clock skew for `exp` and `nbf`, seconds.
+    pub leeway_s: u64,
+    /// The claim holding the caller's roles (a string or an array of strings).
+    pub roles_claim: String,
+    /// The claim naming the caller.
+    pub subject_claim: String,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            jwks_file: PathBuf::new(),
+            jwks_url: String::new(),
+            jwks_refresh_s: 300,
+            issuer: String::new(),
+            audience: String::new(),
+            leeway_s: 60,
+            roles_claim: "roles".into(),
+            subject_claim: "sub".into(),
+        }
+    }
+}
 
 /// Fetches are at least this far apart, however many unknown keys arrive.
 const MIN_FETCH_INTERVAL: Duration = Duration::from_secs(5);

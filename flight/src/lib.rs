@@ -26,12 +26,13 @@ mod wire_types;
 
 pub use api::SqlApi;
 pub use auth::{
-    AuthConfig, Authenticator, Identity, JwtConfig, Origin, TokenConfig, UserConfig, hash_password,
-    new_token, token_hash,
+    AuthConfig, Authenticator, Identity, Origin, TokenConfig, UserConfig, hash_password, new_token,
+    token_hash,
 };
 pub use error::{Error, Result};
 pub use executor::{QueryExecutor, QueryStream};
 pub use http::{HttpState, MetricsRenderer, router, serve_http};
+pub use jwks::JwtConfig;
 pub use limits::{Limits, LimitsConfig};
 pub use rbac::{ADMIN, Policy, RoleConfig};
 pub use server::{bind, local_addr, serve_flight};

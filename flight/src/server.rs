@@ -1,3 +1,6 @@
+//! Starting the Flight SQL server: TLS, the authentication layer in front of every call, the
+//! HTTP listener beside it, and a graceful stop.
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

@@ -1,3 +1,5 @@
+//! The server facts Flight SQL clients ask for (`GetSqlInfo`, `GetXdbcTypeInfo`).
+
 use std::sync::LazyLock;
 
 use arrow_flight::sql::metadata::{

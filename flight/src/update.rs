@@ -302,7 +302,7 @@ pub(crate) async fn run(engine: &Engine, grants: &Grants, sql: &str) -> Result<O
             let df = engine
                 .scoped(grants)
                 .await?
-                .sql_with_options(&query, crate::executor::read_only())
+                .sql_with_options(&query, engine::read_only())
                 .await?;
             let schema = df.schema().as_arrow().clone();
             if !engine.create_curated(&table, &schema).await? {

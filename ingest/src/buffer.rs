@@ -1,3 +1,6 @@
+//! Messages read from Kafka and not yet in a Delta commit, per topic-partition: what the next
+//! flush writes, and what a revoked partition drops.
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

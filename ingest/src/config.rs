@@ -1,3 +1,6 @@
+//! `[ingest]` and `[[topics]]`: which topics feed which tables, flush thresholds, start
+//! offsets and dead-letter routing.
+
 use std::collections::BTreeMap;
 
 use serde::Deserialize;

@@ -6,12 +6,9 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
-use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, Add, StructType, Transaction};
-use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::DeltaTable;
+use deltalake::kernel::{Add, Transaction};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
-use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
@@ -54,49 +51,7 @@ struct KnownOffsets {
 impl DeltaSink {
     /// Opens the table at its place under the storage root, creating it if it does not exist.
     pub async fn open(storage: &Storage, def: TableDef) -> Result<Self> {
-        // Idempotent; explicit because the crate's own auto-registration may be dropped by the
-        // linker when nothing else references it.
-        deltalake::aws::register_handlers(None);
-        let url = storage.table_url(&def.table)?;
-        if storage.root.is_local()
-            && let Ok(path) = url.to_file_path()
-        {
-            std::fs::create_dir_all(&path).map_err(|e| {
-                Error::delta(&def.table, "failed to create the table directory", e.into())
-            })?;
-        }
-        let mut table = DeltaTableBuilder::from_url(url)
-            .and_then(|b| b.with_storage_options(storage.options.clone()).build())
-            .map_err(|e| Error::delta(&def.table, "failed to open", e))?;
-        match table.load().await {
-            Ok(()) => {}
-            Err(DeltaTableError::NotATable(_)) => {
-                let struct_type: StructType =
-                    def.schema
-                        .as_ref()
-                        .try_into_kernel()
-                        .map_err(|source| Error::Arrow {
-                            table: def.table.to_string(),
-                            source,
-                        })?;
-                let created = table
-                    .create()
-                    .with_table_name(def.table.to_string())
-                    .with_columns(struct_type.fields().cloned())
-                    .with_partition_columns(def.partition_columns.clone())
-                    .with_save_mode(SaveMode::Ignore)
-                    .await;
-                match created {
-                    Ok(t) => table = t,
-                    // Another process created it first: use theirs.
-                    Err(_) => table
-                        .load()
-                        .await
-                        .map_err(|e| Error::delta(&def.table, "failed to create", e))?,
-                }
-            }
-            Err(e) => return Err(Error::delta(&def.table, "failed to load", e)),
-        }
+        let table = lake::open_or_create(storage, &def).await?;
         Ok(Self {
             def,
             table,
@@ -115,7 +70,7 @@ impl DeltaSink {
         &mut self,
         partitions: &[TopicPartition],
     ) -> Result<BTreeMap<TopicPartition, i64>> {
-        refresh(&mut self.table).await?;
+        lake::refresh(&mut self.table).await?;
         let version = self.table.version();
         if self.known.version != version {
             self.known = KnownOffsets {
@@ -174,7 +129,7 @@ impl DeltaSink {
                 Ok(())
             }
             Err(e) => {
-                refresh(&mut self.table).await?;
+                lake::refresh(&mut self.table).await?;
                 let have = self
                     .table
                     .snapshot()
@@ -196,7 +151,7 @@ impl DeltaSink {
     /// commit. Returns how many files were deleted.
     pub(crate) async fn remove_orphans(&mut self, min_age: std::time::Duration) -> Result<usize> {
         let name = self.def.table.to_string();
-        refresh(&mut self.table).await?;
+        lake::refresh(&mut self.table).await?;
         let log_store = self.table.log_store();
         let state = self
             .table
@@ -270,29 +225,19 @@ impl DeltaSink {
                 Transaction::new(app_id(topic, *partition), *offset)
             })
             .collect();
-        let operation = DeltaOperation::Write {
-            mode: SaveMode::Append,
-            partition_by: (!self.def.partition_columns.is_empty())
-                .then(|| self.def.partition_columns.clone()),
-            predicate: None,
-        };
-        let snapshot = self
-            .table
-            .snapshot()
-            .map_err(|e| Error::delta(&self.def.table, "failed to read the snapshot", e))?;
-        let base = snapshot.version();
         // A window whose messages were all dead letters has no files but still moves the
         // offsets forward.
-        let commit =
-            CommitBuilder::from(CommitProperties::default().with_application_transactions(txns))
-                .with_actions(files.into_iter().map(Action::Add).collect())
-                .build(Some(snapshot), self.table.log_store(), operation)
-                .await
-                .map_err(|e| Error::delta(&self.def.table, "failed to commit", e))?;
-        // The commit already brought a snapshot up to its version: keep it, so the next
-        // refresh does not read the same log entries again.
-        let version = commit.version;
-        self.table.state = Some(commit.snapshot);
+        let lake::Committed {
+            read: base,
+            version,
+        } = lake::commit_append(
+            &mut self.table,
+            &self.def.table,
+            files,
+            txns,
+            &self.def.partition_columns,
+        )
+        .await?;
         if self.known.version == Some(base) && version == base + 1 {
             // Nothing else landed between the snapshot read and this commit: the offsets known
             // then plus the ones just recorded are the table's at the new version.
@@ -368,16 +313,8 @@ pub(crate) async fn stored_offsets(
     table: &mut DeltaTable,
     partitions: &[TopicPartition],
 ) -> Result<BTreeMap<TopicPartition, i64>> {
-    refresh(table).await?;
+    lake::refresh(table).await?;
     read_offsets(table, partitions).await
-}
-
-/// Brings `table` up to the newest version in its log.
-async fn refresh(table: &mut DeltaTable) -> Result<()> {
-    table
-        .update_incremental(None)
-        .await
-        .map_err(|e| Error::delta(table.table_url(), "failed to refresh", e))
 }
 
 /// The last offset stored for each topic-partition at the table's loaded version.

@@ -1,3 +1,5 @@
+//! The errors of ingest, and which of them a retry can fix.
+
 use deltalake::DeltaTableError;
 use rdkafka::error::KafkaError;
 
@@ -10,14 +12,9 @@ pub enum Error {
         #[source]
         source: KafkaError,
     },
-    #[error("delta table {table}: {context}: {source}")]
-    Delta {
-        table: String,
-        context: String,
-        // Boxed: the Delta error is large and would bloat every `Result` of the crate.
-        #[source]
-        source: Box<DeltaTableError>,
-    },
+    /// A Delta table or the object store under the storage root failed.
+    #[error(transparent)]
+    Lake(#[from] lake::Error),
     #[error("failed to build a batch for {table}: {source}")]
     Arrow {
         table: String,
@@ -40,19 +37,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Kafka { .. } => true,
-            // Storage trouble surfaces under many variants (an object-store error wrapped in a
-            // Parquet or kernel error, an I/O error, a commit race): retry all but the errors
-            // that say the data or the table itself is wrong, which no retry fixes.
-            Self::Delta { source, .. } => !matches!(
-                **source,
-                DeltaTableError::SchemaMismatch { .. }
-                    | DeltaTableError::InvalidData { .. }
-                    | DeltaTableError::CommitValidation { .. }
-                    | DeltaTableError::MissingFeature { .. }
-                    | DeltaTableError::InvalidTableLocation(_)
-                    | DeltaTableError::NoSchema
-                    | DeltaTableError::UnsupportedColumnMapping { .. }
-            ),
+            Self::Lake(e) => e.is_retryable(),
             Self::Arrow { .. }
             | Self::Schema(_)
             | Self::Decode(_)
@@ -62,11 +47,7 @@ impl Error {
     }
 
     pub(crate) fn delta(table: &impl ToString, context: &str, source: DeltaTableError) -> Self {
-        Self::Delta {
-            table: table.to_string(),
-            context: context.to_string(),
-            source: Box::new(source),
-        }
+        Self::Lake(lake::Error::delta(table.to_string(), context, source))
     }
 
     pub(crate) fn kafka(context: impl Into<String>, source: KafkaError) -> Self {

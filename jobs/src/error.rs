@@ -1,3 +1,5 @@
+//! The errors of the scheduler and its job kinds, and which of them a retry can fix.
+
 use datafusion::error::DataFusionError;
 
 /// Errors of the scheduler and its job kinds.
@@ -16,14 +18,9 @@ pub enum Error {
         #[source]
         source: object_store::Error,
     },
-    /// A Delta operation failed.
-    #[error("delta table {table}: {context}: {source}")]
-    Delta {
-        table: String,
-        context: String,
-        #[source]
-        source: Box<deltalake::DeltaTableError>,
-    },
+    /// A Delta table or the lake's object store failed.
+    #[error(transparent)]
+    Lake(#[from] lake::Error),
     #[error("query failed: {0}")]
     Query(Box<DataFusionError>),
     #[error(transparent)]
@@ -63,11 +60,7 @@ impl Error {
         context: impl Into<String>,
         source: deltalake::DeltaTableError,
     ) -> Self {
-        Self::Delta {
-            table: table.to_string(),
-            context: context.into(),
-            source: Box::new(source),
-        }
+        Self::Lake(lake::Error::delta(table, context, source))
     }
 
     /// Whether a retry can succeed: transient store and commit failures can, a bad definition

@@ -14,7 +14,6 @@ use chrono::{DateTime, Utc};
 use deltalake::protocol::SaveMode;
 use schemas::TableDef;
 
-use crate::delta;
 use crate::{Error, Result};
 
 /// How an attempt ended.
@@ -355,7 +354,7 @@ impl History for DeltaHistory {
                     .map_err(|e| Error::delta(&def.table, "failed to refresh", e))?;
                 t
             }
-            None => delta::open_or_create(self.engine.storage(), &def).await?,
+            None => lake::open_or_create(self.engine.storage(), &def).await?,
         };
         let batch = to_batch(std::slice::from_ref(run))?;
         let table = table

@@ -76,21 +76,8 @@ impl Leases {
 
     /// Leases under the storage root (`<root>/_sakura/jobs/leases/`).
     pub fn for_storage(storage: &schemas::Storage, node: impl Into<String>) -> Result<Self> {
-        let url = storage.root.url().clone();
-        if storage.root.is_local()
-            && let Ok(dir) = url.to_file_path()
-        {
-            std::fs::create_dir_all(&dir).map_err(|e| {
-                Error::config(
-                    "storage.url",
-                    format!("cannot create {}: {e}", dir.display()),
-                )
-            })?;
-        }
-        let (store, root) = object_store::parse_url_opts(&url, storage.options.iter())
-            .map_err(|e| Error::store(format!("cannot open {url}"), e))?;
-        let prefix = root.join("_sakura").join("jobs").join("leases");
-        Ok(Self::new(Arc::from(store), prefix, node))
+        let lake::RootStore { store, root } = lake::root_store(storage)?;
+        Ok(Self::new(store, lake::paths::leases(&root), node))
     }
 
     pub fn node(&self) -> &str {

@@ -9,11 +9,9 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
-use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::{MemTable, TableType};
+use datafusion::catalog::Session;
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
+use engine::ComputedRows;
 
 use crate::clock::Clock;
 use crate::config::{CatchUp, Concurrency, Job};
@@ -141,25 +139,12 @@ impl JobsTable {
 }
 
 #[async_trait]
-impl TableProvider for JobsTable {
+impl ComputedRows for JobsTable {
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
 
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-        limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
-        let batch = self.batch().await?;
-        MemTable::try_new(self.schema.clone(), vec![vec![batch]])?
-            .scan(state, projection, filters, limit)
-            .await
+    async fn rows(&self, _session: &dyn Session) -> Result<RecordBatch, DataFusionError> {
+        self.batch().await
     }
 }

@@ -1,3 +1,5 @@
+//! The errors of the detectors and model files.
+
 /// Errors of the anomaly-detection crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -1,3 +1,5 @@
+//! The errors of schema files and storage locations.
+
 /// Errors of the schema contract.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

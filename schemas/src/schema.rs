@@ -1,3 +1,6 @@
+//! Event schemas: the fields of a topic's messages as written in `schemas/*.json`, and their
+//! Arrow types.
+
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};

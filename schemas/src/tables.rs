@@ -1,3 +1,6 @@
+//! The tables Sakura keeps: their names, schemas and partition columns, and the columns ingest
+//! adds to every row (`_partition`, `_offset`, `date`).
+
 use std::sync::{Arc, LazyLock};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};

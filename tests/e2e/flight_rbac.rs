@@ -429,8 +429,14 @@ query_timeout_ms = 3000
             "outcome=\"error: NotFound",
         ],
         &["subject=\"operator\"", "outcome=\"ok\""],
-        &["subject=\"dashboards\"", "outcome=\"error: ResourceExhausted"],
-        &["subject=\"dashboards\"", "outcome=\"error: DeadlineExceeded"],
+        &[
+            "subject=\"dashboards\"",
+            "outcome=\"error: ResourceExhausted",
+        ],
+        &[
+            "subject=\"dashboards\"",
+            "outcome=\"error: DeadlineExceeded",
+        ],
     ] {
         assert!(
             has(expected),

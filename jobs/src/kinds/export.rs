@@ -1,8 +1,6 @@
 //! `export`: a query's result written as Parquet or CSV files under an object-store URL (a
 //! local `file://` directory or `s3://bucket/prefix/` reached with the storage settings).
 
-use std::sync::Arc;
-
 use arrow::array::{Array, UInt64Array};
 use async_trait::async_trait;
 use datafusion::dataframe::DataFrameWriteOptions;
@@ -105,16 +103,12 @@ impl JobKind for Export {
         }
         let url = parse_url(&job, &url_text)?;
         let engine = ctx.engine()?;
+        let store = lake::url_store(engine.storage(), &url)?;
         if url.scheme() != "file" {
-            let (store, _) = object_store::parse_url_opts(&url, engine.storage().options.iter())
-                .map_err(|e| Error::store(format!("cannot open {url}"), e))?;
             engine
                 .session()
                 .runtime_env()
-                .register_object_store(&url, Arc::from(store));
-        } else if let Ok(dir) = url.to_file_path() {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| Error::job(&job, format!("cannot create {}: {e}", dir.display())))?;
+                .register_object_store(&url, store);
         }
         let df = engine.sql(&sql).await?;
         let options = DataFrameWriteOptions::new();

@@ -1,9 +1,10 @@
 //! What a job does when it fires. Each kind reads its `params`, runs, and reports what it did;
 //! the scheduler around it handles timing, leases, timeouts, retries and history.
 
-mod anomaly;
 mod export;
 mod maintenance;
+mod ml_score;
+mod ml_train;
 mod sql;
 mod window;
 
@@ -17,7 +18,7 @@ use crate::config::Job;
 use crate::history::{Trigger, Window};
 use crate::{Error, Result};
 
-pub use anomaly::AnomalySink;
+pub use ml_score::AnomalySink;
 pub use window::{WindowSpec, render_template};
 
 /// Everything a run may use.
@@ -92,14 +93,14 @@ impl Kinds {
         k.register(Arc::new(maintenance::Vacuum));
         k.register(Arc::new(maintenance::Retention));
         k.register(Arc::new(export::Export));
-        k.register(Arc::new(anomaly::MlTrain));
-        k.register(Arc::new(anomaly::MlScore::default()));
+        k.register(Arc::new(ml_train::MlTrain));
+        k.register(Arc::new(ml_score::MlScore::default()));
         k
     }
 
     /// `ml_score` sends its anomalies to `sink` (Kafka in the binary).
     pub fn with_anomaly_sink(mut self, sink: Arc<dyn AnomalySink>) -> Self {
-        self.register(Arc::new(anomaly::MlScore { sink: Some(sink) }));
+        self.register(Arc::new(ml_score::MlScore { sink: Some(sink) }));
         self
     }
 

@@ -15,7 +15,6 @@ use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{Expr, col, lit};
-use deltalake::kernel::engine::arrow_conversion::TryIntoArrow;
 use deltalake::protocol::SaveMode;
 use serde::Deserialize;
 
@@ -229,55 +228,45 @@ async fn write(
         .create_curated(&table_ref.name, result_schema.as_ref())
         .await?;
     let table = delta::open(engine.storage(), &table_ref).await?;
-    let stored: arrow::datatypes::Schema = table
-        .snapshot()
-        .map_err(|e| Error::delta(&table_ref, "failed to read the snapshot", e))?
-        .schema()
-        .as_ref()
-        .try_into_arrow()?;
-    let stored = Arc::new(stored);
+    let stored = Arc::new(lake::arrow_schema(&table)?);
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let batches = batches
         .iter()
         .map(|b| conform(job, b, &stored))
         .collect::<Result<Vec<_>>>()?;
-    let replace_predicate =
-        |column: &str, w: Window| replace_predicate(job, target, &stored, column, w);
-    if rows == 0 {
-        // Nothing to write (Delta refuses an empty write): the window's old rows still go.
-        let delete = match (mode, replace_column, window) {
-            (Mode::Append, _, _) => None,
-            (Mode::Overwrite, _, _) => Some(table.delete()),
-            (_, Some(column), Some(w)) => {
-                Some(table.delete().with_predicate(replace_predicate(column, w)?))
-            }
-            _ => return Err(Error::job(job, "replace needs replace_column and a window")),
-        };
-        if let Some(delete) = delete {
-            delete
+    let write_err = |e: deltalake::DeltaTableError| {
+        Error::delta(&table_ref, "failed to write the job's result", e)
+    };
+    match (mode, replace_column, window) {
+        // Nothing to write (Delta refuses an empty write).
+        (Mode::Append, _, _) if rows == 0 => return Ok(0),
+        (Mode::Append, _, _) => {
+            table
+                .write(batches)
+                .with_save_mode(SaveMode::Append)
+                .await
+                .map_err(write_err)?;
+        }
+        // The table's old rows still go.
+        (Mode::Overwrite, _, _) if rows == 0 => {
+            table
+                .delete()
                 .await
                 .map_err(|e| Error::delta(&table_ref, "failed to clear the job's window", e))?;
-            engine.invalidate_curated(&table_ref.name).await;
         }
-        return Ok(0);
-    }
-    let builder = match mode {
-        Mode::Append => table.write(batches).with_save_mode(SaveMode::Append),
-        Mode::Overwrite => table.write(batches).with_save_mode(SaveMode::Overwrite),
-        Mode::Replace | Mode::Run => {
-            let (Some(column), Some(w)) = (replace_column, window) else {
-                return Err(Error::job(job, "replace needs replace_column and a window"));
-            };
-            let predicate = replace_predicate(column, w)?;
+        (Mode::Overwrite, _, _) => {
             table
                 .write(batches)
                 .with_save_mode(SaveMode::Overwrite)
-                .with_replace_where(predicate)
+                .await
+                .map_err(write_err)?;
         }
-    };
-    builder
-        .await
-        .map_err(|e| Error::delta(&table_ref, "failed to write the job's result", e))?;
+        (Mode::Replace | Mode::Run, Some(column), Some(w)) => {
+            let predicate = replace_predicate(job, target, &stored, column, w)?;
+            lake::replace_where(table, &table_ref, batches, predicate, "the job's result").await?;
+        }
+        _ => return Err(Error::job(job, "replace needs replace_column and a window")),
+    }
     engine.invalidate_curated(&table_ref.name).await;
     Ok(u64::try_from(rows).unwrap_or(u64::MAX))
 }
