@@ -13,6 +13,7 @@ mod executor;
 mod http;
 mod jwks;
 mod limits;
+mod metadata;
 mod prepared;
 mod query;
 mod rbac;

@@ -1,7 +1,6 @@
 //! The Flight SQL service: statement queries and the metadata commands clients use to browse.
 //! Tickets carry the SQL text, so any server of a fleet can answer any ticket.
 
-use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -36,6 +35,7 @@ use crate::auth::Authenticator;
 use crate::cancel::Cancellations;
 use crate::executor::{QueryExecutor, QueryStream};
 use crate::limits::Limits;
+use crate::metadata;
 use crate::prepared::{self, Handle};
 use crate::query::{Caller, Gate};
 use crate::rbac::Policy;
@@ -139,40 +139,6 @@ fn caller<T>(request: &Request<T>) -> Caller<'_> {
 /// An empty result of a key command (this engine has no primary or foreign keys).
 fn no_keys(schema: SchemaRef) -> Result<Response<DoGetStream>, Status> {
     Ok(encode(schema, stream::empty()))
-}
-
-/// The result schema of `GetPrimaryKeys` (Flight SQL specification).
-fn primary_keys_schema() -> SchemaRef {
-    use arrow::datatypes::{DataType, Field, Schema};
-    Arc::new(Schema::new(vec![
-        Field::new("catalog_name", DataType::Utf8, true),
-        Field::new("db_schema_name", DataType::Utf8, true),
-        Field::new("table_name", DataType::Utf8, false),
-        Field::new("column_name", DataType::Utf8, false),
-        Field::new("key_name", DataType::Utf8, true),
-        Field::new("key_sequence", DataType::Int32, false),
-    ]))
-}
-
-/// The result schema of `GetExportedKeys`, `GetImportedKeys` and `GetCrossReference`.
-fn foreign_keys_schema() -> SchemaRef {
-    use arrow::datatypes::{DataType, Field, Schema};
-    let text = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
-    Arc::new(Schema::new(vec![
-        text("pk_catalog_name", true),
-        text("pk_db_schema_name", true),
-        text("pk_table_name", false),
-        text("pk_column_name", false),
-        text("fk_catalog_name", true),
-        text("fk_db_schema_name", true),
-        text("fk_table_name", false),
-        text("fk_column_name", false),
-        Field::new("key_sequence", DataType::Int32, false),
-        text("fk_key_name", true),
-        text("pk_key_name", true),
-        Field::new("update_rule", DataType::UInt8, false),
-        Field::new("delete_rule", DataType::UInt8, false),
-    ]))
 }
 
 /// The tickets of every endpoint of `info`.
@@ -474,7 +440,7 @@ impl FlightSqlService for SakuraFlightSql {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        metadata_info(primary_keys_schema(), query, request)
+        metadata_info(metadata::primary_keys_schema(), query, request)
     }
 
     async fn do_get_primary_keys(
@@ -482,7 +448,7 @@ impl FlightSqlService for SakuraFlightSql {
         _query: CommandGetPrimaryKeys,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        no_keys(primary_keys_schema())
+        no_keys(metadata::primary_keys_schema())
     }
 
     async fn get_flight_info_exported_keys(
@@ -490,7 +456,7 @@ impl FlightSqlService for SakuraFlightSql {
         query: CommandGetExportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        metadata_info(foreign_keys_schema(), query, request)
+        metadata_info(metadata::foreign_keys_schema(), query, request)
     }
 
     async fn do_get_exported_keys(
@@ -498,7 +464,7 @@ impl FlightSqlService for SakuraFlightSql {
         _query: CommandGetExportedKeys,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        no_keys(foreign_keys_schema())
+        no_keys(metadata::foreign_keys_schema())
     }
 
     async fn get_flight_info_imported_keys(
@@ -506,7 +472,7 @@ impl FlightSqlService for SakuraFlightSql {
         query: CommandGetImportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        metadata_info(foreign_keys_schema(), query, request)
+        metadata_info(metadata::foreign_keys_schema(), query, request)
     }
 
     async fn do_get_imported_keys(
@@ -514,7 +480,7 @@ impl FlightSqlService for SakuraFlightSql {
         _query: CommandGetImportedKeys,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        no_keys(foreign_keys_schema())
+        no_keys(metadata::foreign_keys_schema())
     }
 
     async fn get_flight_info_cross_reference(
@@ -522,7 +488,7 @@ impl FlightSqlService for SakuraFlightSql {
         query: CommandGetCrossReference,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        metadata_info(foreign_keys_schema(), query, request)
+        metadata_info(metadata::foreign_keys_schema(), query, request)
     }
 
     async fn do_get_cross_reference(
@@ -530,7 +496,7 @@ impl FlightSqlService for SakuraFlightSql {
         _query: CommandGetCrossReference,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        no_keys(foreign_keys_schema())
+        no_keys(metadata::foreign_keys_schema())
     }
 
     /// The deprecated Flight SQL `CancelQuery`, answered like `CancelFlightInfo`.
@@ -594,15 +560,7 @@ impl FlightSqlService for SakuraFlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let tables = self.executor.tables(&self.grants(&request).await?).await?;
-        let mut b = query.into_builder();
-        for c in tables
-            .iter()
-            .map(|t| t.catalog.as_str())
-            .collect::<BTreeSet<_>>()
-        {
-            b.append(c);
-        }
-        one_batch(b.build())
+        one_batch(metadata::catalogs(query, &tables))
     }
 
     async fn get_flight_info_schemas(
@@ -619,15 +577,7 @@ impl FlightSqlService for SakuraFlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let tables = self.executor.tables(&self.grants(&request).await?).await?;
-        let mut b = query.into_builder();
-        let pairs: BTreeSet<_> = tables
-            .iter()
-            .map(|t| (t.catalog.as_str(), t.schema.as_str()))
-            .collect();
-        for (c, s) in pairs {
-            b.append(c, s);
-        }
-        one_batch(b.build())
+        one_batch(metadata::schemas(query, &tables))
     }
 
     async fn get_flight_info_tables(
@@ -644,18 +594,7 @@ impl FlightSqlService for SakuraFlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let tables = self.executor.tables(&self.grants(&request).await?).await?;
-        let mut b = query.into_builder();
-        for t in &tables {
-            b.append(
-                &t.catalog,
-                &t.schema,
-                &t.name,
-                &t.table_type,
-                &t.arrow_schema,
-            )
-            .map_err(Error::Encode)?;
-        }
-        one_batch(b.build())
+        one_batch(metadata::tables(query, &tables))
     }
 
     async fn get_flight_info_table_types(
@@ -671,11 +610,7 @@ impl FlightSqlService for SakuraFlightSql {
         query: CommandGetTableTypes,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let mut b = query.into_builder();
-        for t in ["TABLE", "VIEW"] {
-            b.append(t);
-        }
-        one_batch(b.build())
+        one_batch(metadata::table_types(query))
     }
 
     async fn get_flight_info_sql_info(
